@@ -1,0 +1,1 @@
+"""Scaling-law fits, gzip-dependent laws and the compute-optimal frontier."""

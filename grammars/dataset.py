@@ -1,0 +1,374 @@
+"""Dataset directories: what a complete dataset is, how shards are made and checked.
+
+Layout of a dataset directory::
+
+    DIR/manifest.json            written last, atomically: its presence means "complete"
+    DIR/train/part-000000.parquet  one shard per block of ``block_docs`` documents
+    DIR/eval/part-000000.parquet   held-out split, from an independent random stream
+    DIR/.incomplete.json         the spec being generated; removed when the manifest lands
+
+Shards have the columns ``tokens`` (each document's ids, a fixed-size list of
+``context_length`` int32) and ``gzip`` (the document's compressibility), plus ``doc`` (the
+document's index in its split). Block b of a split is sampled from
+``np.random.default_rng([seed, split_stream, b])``, so the tokens depend only on the spec,
+never on how many workers made them, and a dataset of D tokens is a prefix of the same
+spec's dataset of more tokens.
+
+This module is pure Python/numpy/pyarrow; the Ray glue is in ``pipeline``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .gzip_metric import GzipStats, gzip_ratios
+from .random_pcfg import grammar_text
+from .sampler import DEFAULT_CONTEXT_LENGTH, SAMPLER_MODES, compiled_for, sample_documents
+from .spec import GrammarSpec, SpecError, check_int_field
+
+FORMAT = "gzipscale-dataset"
+FORMAT_VERSION = 1
+BLOCK_DOCS = 1024
+DEFAULT_EVAL_TOKENS = 512_000
+MANIFEST = "manifest.json"
+INCOMPLETE = ".incomplete.json"
+SPLIT_STREAMS = {"train": 0, "eval": 1}
+
+
+class DatasetError(RuntimeError):
+    """A dataset directory that is missing, incomplete, corrupt or not the one asked for."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything that determines a dataset's bytes."""
+
+    grammar: GrammarSpec
+    tokens: int  # training tokens requested; rounded up to whole documents
+    eval_tokens: int = DEFAULT_EVAL_TOKENS
+    context_length: int = DEFAULT_CONTEXT_LENGTH
+    sampler: str = "prefix"
+    block_docs: int = BLOCK_DOCS
+
+    def __post_init__(self) -> None:
+        check_int_field("tokens", self.tokens, 1, 10**13)
+        check_int_field("eval_tokens", self.eval_tokens, 1, 10**12)
+        check_int_field("context_length", self.context_length, 1, 1 << 20)
+        check_int_field("block_docs", self.block_docs, 1, 1 << 20)
+        if self.sampler not in SAMPLER_MODES:
+            raise SpecError(
+                f"field 'sampler' must be one of {', '.join(SAMPLER_MODES)}, got {self.sampler!r}"
+            )
+
+    def documents(self, split: str = "train") -> int:
+        wanted = self.tokens if split == "train" else self.eval_tokens
+        return math.ceil(wanted / self.context_length)
+
+    def blocks(self, split: str = "train") -> int:
+        return math.ceil(self.documents(split) / self.block_docs)
+
+    def block_size(self, split: str, block: int) -> int:
+        return min(self.block_docs, self.documents(split) - block * self.block_docs)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["grammar"] = self.grammar.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DatasetSpec:
+        d = dict(d)
+        d["grammar"] = GrammarSpec.from_dict(d["grammar"])
+        return cls(**d)
+
+    @property
+    def name(self) -> str:
+        return self.grammar.name
+
+
+def shard_path(split: str, block: int) -> str:
+    return f"{split}/part-{block:06d}.parquet"
+
+
+def block_rng(spec: DatasetSpec, split: str, block: int) -> np.random.Generator:
+    return np.random.default_rng([spec.grammar.seed, SPLIT_STREAMS[split], block])
+
+
+def make_block(spec: DatasetSpec, split: str, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample and score one block: (documents (n, L) int32, gzip ratios (n,))."""
+    g = compiled_for(grammar_text(spec.grammar), spec.sampler, spec.grammar.name)
+    # Always sample a whole block and cut: the last block of a small dataset is then the
+    # prefix of the same block of a larger one.
+    docs = sample_documents(g, spec.block_docs, block_rng(spec, split, block), spec.context_length)
+    docs = docs[: spec.block_size(split, block)]
+    return docs, gzip_ratios(docs)
+
+
+def shard_table(docs: np.ndarray, ratios: np.ndarray, first_doc: int) -> pa.Table:
+    n, length = docs.shape
+    tokens = pa.FixedSizeListArray.from_arrays(pa.array(docs.ravel(), pa.int32()), length)
+    return pa.table(
+        {
+            "doc": pa.array(np.arange(first_doc, first_doc + n, dtype=np.int64)),
+            "tokens": tokens,
+            "gzip": pa.array(ratios, pa.float64()),
+        }
+    )
+
+
+def shard_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def build_shard(spec: DatasetSpec, split: str, block: int) -> dict:
+    """Make one shard in memory: its Parquet bytes and what the manifest records of it."""
+    start = time.perf_counter()
+    docs, ratios = make_block(spec, split, block)
+    data = shard_bytes(shard_table(docs, ratios, block * spec.block_docs))
+    return {
+        "split": split,
+        "block": block,
+        "path": shard_path(split, block),
+        "documents": int(len(docs)),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "data": data,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same directory, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_json(path: Path, payload: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _spec_differences(have: dict, want: dict, prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(have) | set(want)):
+        a, b = have.get(key), want.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _spec_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} there, {b!r} requested")
+    return diffs
+
+
+def _identity(spec: DatasetSpec) -> dict:
+    return {"format": FORMAT, "version": FORMAT_VERSION, "spec": spec.to_dict()}
+
+
+def prepare_output(out: Path, spec: DatasetSpec) -> dict | None:
+    """Decide what to do with ``out``: return its manifest if the dataset is already complete,
+    otherwise mark it as being generated (creating it) and return None.
+
+    Refuses, without touching anything, a directory that holds a different dataset or
+    something that is not a gzipscale dataset.
+    """
+    want = _identity(spec)
+    manifest_path, marker = out / MANIFEST, out / INCOMPLETE
+    for path, state in ((manifest_path, "complete"), (marker, "partly generated")):
+        if path.exists():
+            have = json.loads(path.read_text())
+            have_id = {k: have.get(k) for k in ("format", "version", "spec")}
+            if have_id != want:
+                diffs = _spec_differences(have_id, want)
+                raise DatasetError(
+                    f"{out} holds a different {state} dataset ({'; '.join(diffs)}). "
+                    "Nothing was changed: choose another --out, or delete that directory "
+                    "to replace it."
+                )
+            if state == "complete":
+                return have
+            return None
+    if out.exists() and any(out.iterdir()):
+        raise DatasetError(
+            f"{out} exists and is not a gzipscale dataset (no {MANIFEST} or {INCOMPLETE}); "
+            "refusing to write into it. Choose an empty or new --out directory."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {**want, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return None
+
+
+def missing_blocks(out: Path, spec: DatasetSpec) -> list[tuple[str, int]]:
+    """Blocks whose shard is not on disk yet (a renamed shard is always complete)."""
+    for stale in out.glob("*/.part-*.tmp-*"):
+        stale.unlink()  # left by a killed writer; never a complete shard
+    return [
+        (split, b)
+        for split in SPLIT_STREAMS
+        for b in range(spec.blocks(split))
+        if not (out / shard_path(split, b)).exists()
+    ]
+
+
+def read_gzip_column(path: Path) -> np.ndarray:
+    return pq.read_table(path, columns=["gzip"])["gzip"].to_numpy()
+
+
+def finalize(out: Path, spec: DatasetSpec, known: dict[str, dict], wall_s: float) -> dict:
+    """Write the manifest for a dataset whose shards are all on disk.
+
+    ``known`` maps shard paths to the records the workers returned; shards made by an
+    earlier, interrupted run are hashed here.
+    """
+    from .compiled import compile_grammar
+
+    manifest = _identity(spec)
+    text = grammar_text(spec.grammar)
+    splits = {}
+    for split in SPLIT_STREAMS:
+        shards, ratios = [], []
+        for b in range(spec.blocks(split)):
+            rel = shard_path(split, b)
+            rec = known.get(rel)
+            if rec is None:
+                path = out / rel
+                rec = {
+                    "sha256": file_sha256(path),
+                    "bytes": path.stat().st_size,
+                    "documents": spec.block_size(split, b),
+                }
+            shards.append(
+                {
+                    "path": rel,
+                    "first_document": b * spec.block_docs,
+                    "documents": rec["documents"],
+                    "sha256": rec["sha256"],
+                    "bytes": rec["bytes"],
+                }
+            )
+            ratios.append(read_gzip_column(out / rel))
+        docs = spec.documents(split)
+        splits[split] = {
+            "documents": docs,
+            "tokens": docs * spec.context_length,
+            "gzip": GzipStats.of(np.concatenate(ratios)).to_dict(),
+            "shards": shards,
+        }
+    g = compile_grammar(text, spec.grammar.name)
+    manifest.update(
+        {
+            "name": spec.name,
+            "grammar": spec.grammar.to_dict(),
+            "grammar_text": text,
+            "sampler": spec.sampler,
+            "context_length": spec.context_length,
+            "block_docs": spec.block_docs,
+            "tokens_requested": spec.tokens,
+            "tokens": splits["train"]["tokens"],
+            "documents": splits["train"]["documents"],
+            "vocab_size": spec.grammar.terminals + 1,
+            "separator": 0,
+            "gzip": splits["train"]["gzip"],
+            "shards": splits["train"]["shards"],
+            "eval": splits["eval"],
+            "grammar_stats": {
+                "productions": int(len(g.prod_lhs)),
+                "spectral_radius": g.spectral_radius(),
+                "p_sentence_finite": float(g.finite_probabilities()[g.start]),
+            },
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "wall_s": wall_s,
+        }
+    )
+    atomic_write_json(out / MANIFEST, manifest)
+    (out / INCOMPLETE).unlink(missing_ok=True)
+    return manifest
+
+
+def read_manifest(path: str | Path) -> dict:
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        if (path / INCOMPLETE).exists():
+            raise DatasetError(
+                f"{path} is an incomplete dataset (generation was interrupted); run the same "
+                "`gzipscale data` command again to finish it"
+            )
+        raise DatasetError(f"{path} is not a dataset directory (no {MANIFEST})")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise DatasetError(f"{manifest_path} is not a gzipscale dataset manifest")
+    return manifest
+
+
+def verify_dataset(path: str | Path, checksums: bool = True) -> dict:
+    """Check that every shard is present (and, with ``checksums``, intact); return the manifest."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    for shard in manifest["shards"] + manifest["eval"]["shards"]:
+        file = path / shard["path"]
+        if not file.exists():
+            raise DatasetError(f"dataset {path}: shard {shard['path']} is missing")
+        if file.stat().st_size != shard["bytes"]:
+            raise DatasetError(f"dataset {path}: shard {shard['path']} has the wrong size")
+        if checksums and file_sha256(file) != shard["sha256"]:
+            raise DatasetError(f"dataset {path}: shard {shard['path']} fails its checksum")
+    return manifest
+
+
+def load_tokens(
+    path: str | Path, split: str = "train", max_tokens: int | None = None
+) -> np.ndarray:
+    """The first documents of a split as one (documents, context_length) int32 array.
+
+    ``max_tokens`` reads only the shards needed for that many tokens (rounded up to whole
+    documents); asking for more than the split holds is an error.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    part = manifest if split == "train" else manifest["eval"]
+    length = manifest["context_length"]
+    n_docs = part["documents"]
+    if max_tokens is not None:
+        want = math.ceil(max_tokens / length)
+        if want > n_docs:
+            raise DatasetError(
+                f"dataset {path} has {n_docs * length} {split} tokens, {max_tokens} requested"
+            )
+        n_docs = want
+    chunks, have = [], 0
+    for shard in part["shards"]:
+        if have >= n_docs:
+            break
+        col = pq.read_table(path / shard["path"], columns=["tokens"])["tokens"].combine_chunks()
+        chunks.append(col.flatten().to_numpy().reshape(-1, length))
+        have += len(chunks[-1])
+    return np.concatenate(chunks)[:n_docs].astype(np.int32, copy=False)

@@ -1,0 +1,1 @@
+"""Sweeps on Ray, the gzipscale command line and the progress display."""

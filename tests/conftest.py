@@ -1,0 +1,25 @@
+"""One local Ray cluster per test session (2 CPUs, no dashboard, usage stats off)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=256 * 1024**2,
+            namespace="gzipscale-test",
+            log_to_driver=False,
+        )
+    yield ray
+    ray.shutdown()

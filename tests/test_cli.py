@@ -1,0 +1,122 @@
+"""The gzipscale command line: data, gzip and grammar, in-process and as a real console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from orchestrator.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_data_command_json_and_reuse(ray_cluster, tmp_path, capsys):
+    out_dir = tmp_path / "g"
+    argv = [
+        "data",
+        "--grammar",
+        "3,300,2,2",
+        "--seed",
+        "1",
+        "--tokens",
+        "50K",
+        "--eval-tokens",
+        "10K",
+        "--out",
+        str(out_dir),
+        "--json",
+    ]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["tokens"] == 196 * 256 and result["documents"] == 196
+    assert result["grammar"]["seed"] == 1 and result["reused"] is False
+    assert 0.05 < result["gzip"]["median"] < 0.3
+    assert "\x1b[" not in err  # not a terminal: no control codes
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and json.loads(out)["reused"] is True
+
+
+def test_data_command_refuses_bad_input_naming_the_field(tmp_path, capsys):
+    cases = [
+        (
+            ["--grammar", "3,0,2,2", "--tokens", "10K"],
+            "'terminals' must be an integer in 1..1000000",
+        ),
+        (["--grammar", "3,300,2", "--tokens", "10K"], "four integers"),
+        (["--grammar", "3,300,2,2", "--tokens", "ten"], "'tokens' must be a count"),
+        (
+            ["--grammar", "3,300,2,2", "--tokens", "10K", "--seed", "-2"],
+            "'seed' must be an integer",
+        ),
+        (
+            ["--grammar", "3,300,2,2", "--tokens", "10K", "--workers", "0"],
+            "'workers' must be an integer",
+        ),
+    ]
+    for extra, message in cases:
+        code, out, err = run_cli(capsys, "data", "--out", str(tmp_path / "never"), *extra)
+        assert code == 2 and message in err, err
+    assert not (tmp_path / "never").exists()  # refused before any work
+
+
+def test_gzip_command_on_dataset_npy_and_real_data(ray_cluster, tmp_path, capsys):
+    from grammars.dataset import DatasetSpec
+    from grammars.pipeline import generate_dataset
+    from grammars.spec import GrammarSpec
+
+    generate_dataset(
+        DatasetSpec(GrammarSpec(3, 300, 2, 2, seed=0), tokens=20_000, eval_tokens=2_000),
+        tmp_path / "ds",
+    )
+    np.save(tmp_path / "ids.npy", np.random.default_rng(0).integers(1, 301, (30, 256)))
+    code, out, err = run_cli(
+        capsys, "gzip", str(tmp_path / "ds"), str(tmp_path / "ids.npy"), "--real", "--json"
+    )
+    assert code == 0, err
+    corpora = json.loads(out)["corpora"]
+    kinds = [(c["name"], c["kind"]) for c in corpora]
+    assert kinds[0] == ("pcfg-3-300-2-2-s0", "pcfg") and kinds[1] == ("ids", "tokens")
+    assert ("python-stdlib", "text") in kinds and ("python-stdlib", "byte-tokens") in kinds
+    assert corpora[1]["median"] == pytest.approx(0.5, abs=0.03)
+    code, out, err = run_cli(capsys, "gzip", str(tmp_path / "ds"))
+    assert code == 0 and "pcfg-3-300-2-2-s0" in out and "H (median)" in out
+    code, _, err = run_cli(capsys, "gzip", str(tmp_path / "nothing-here"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_grammar_command(capsys):
+    code, out, _ = run_cli(capsys, "grammar", "3,20,2,2", "--text")
+    assert code == 0 and out.startswith("S -> N0 [0.3333333333333333]")
+    code, out, _ = run_cli(
+        capsys, "grammar", "10,300,3,5", "--seeds", "0-2", "--score", "20K", "--json"
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert [g["grammar"]["seed"] for g in result["grammars"]] == [0, 1, 2]
+    assert result["median_H_over_seeds"]["n_seeds"] == 3
+    assert all(0.1 < g["gzip"]["median"] < 0.5 for g in result["grammars"])
+
+
+@pytest.mark.skipif(shutil.which("gzipscale") is None, reason="console script not installed")
+def test_console_script_is_installed_and_shows_help():
+    result = subprocess.run(["gzipscale", "--help"], capture_output=True, text=True, check=True)
+    for command in ("data", "gzip", "grammar"):
+        assert command in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "grammar", "3,0,2,2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
+    assert result.returncode == 2 and "'terminals'" in result.stderr

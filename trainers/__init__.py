@@ -1,0 +1,1 @@
+"""Llama-style decoders and resumable training runs (see the trainers issue)."""
