@@ -10,6 +10,7 @@ sentential form at once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -38,12 +39,13 @@ class CompiledGrammar:
     max_terminal: int
     alias_threshold: np.ndarray  # (P,) float64, Walker alias table per lhs block
     alias_target: np.ndarray  # (P,) int64, global production index
+    prods_per_nonterminal: np.ndarray  # (K,) int64
     conditioned_on_finite: bool = False
     stats: dict = field(default_factory=dict, compare=False)
 
     @property
     def n_prods(self) -> np.ndarray:
-        return self.last_prod - self.first_prod + 1
+        return self.prods_per_nonterminal
 
     @property
     def start_symbol(self) -> int:
@@ -100,6 +102,11 @@ class CompiledGrammar:
             self.prod_prob[owner[nt]],
         )
         return m
+
+    @functools.cached_property
+    def growth_rate(self) -> float:
+        """``spectral_radius()``, computed once."""
+        return self.spectral_radius()
 
     def spectral_radius(self) -> float:
         """Growth rate of the derivation tree: < 1 subcritical, > 1 supercritical."""
@@ -206,6 +213,7 @@ def _with_probabilities(g: CompiledGrammar, weights: np.ndarray, conditioned: bo
         max_terminal=g.max_terminal,
         alias_threshold=threshold,
         alias_target=target,
+        prods_per_nonterminal=g.last_prod - g.first_prod + 1,
         conditioned_on_finite=conditioned,
     )
 
@@ -335,6 +343,7 @@ def compile_grammar(source, name: str = "grammar") -> CompiledGrammar:
         max_terminal=int(rhs_symbols_a.max(initial=0)),
         alias_threshold=np.zeros(0),
         alias_target=np.zeros(0, np.int64),
+        prods_per_nonterminal=last - first + 1,
     )
     return _with_probabilities(base, prob_a, conditioned=False)
 

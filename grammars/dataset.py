@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .compiled import compile_grammar
 from .gzip_metric import GzipStats, gzip_ratios
 from .random_pcfg import grammar_text
 from .sampler import DEFAULT_CONTEXT_LENGTH, SAMPLER_MODES, compiled_for, sample_documents
@@ -248,8 +249,6 @@ def finalize(out: Path, spec: DatasetSpec, known: dict[str, dict], wall_s: float
     ``known`` maps shard paths to the records the workers returned; shards made by an
     earlier, interrupted run are hashed here.
     """
-    from .compiled import compile_grammar
-
     manifest = _identity(spec)
     text = grammar_text(spec.grammar)
     splits = {}

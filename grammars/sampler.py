@@ -95,13 +95,8 @@ def sample_documents(
     while made < n_docs:
         need = n_docs - made
         chunk = int(min(max(64, np.ceil(need * per_doc * 1.1)), 1 << 16))
-        tokens, lengths = sample_sentences(grammar, chunk, rng, length, max_rounds)
-        sep_at = np.cumsum(lengths + 1) - 1
-        piece = np.zeros(int(sep_at[-1]) + 1, np.int32)
-        keep = np.ones(len(piece), bool)
-        keep[sep_at] = False
-        piece[keep] = tokens
-        starts = np.concatenate([starts, len(stream) + sep_at - lengths])
+        piece, lengths = sample_sentences(grammar, chunk, rng, length, max_rounds)
+        starts = np.concatenate([starts, len(stream) + np.cumsum(lengths + 1) - (lengths + 1)])
         stream = np.concatenate([stream, piece])
 
         # A document is the L-token window from a sentence's start; the next document
@@ -130,8 +125,9 @@ def sample_documents(
 def _choose(grammar: CompiledGrammar, nonterminals: np.ndarray, rng: np.random.Generator):
     """One production index per nonterminal index, by the alias tables."""
     n_prods = grammar.n_prods[nonterminals]
+    # u < 1 - 2**-53, so u * n rounds to at most the float below n: slot <= n - 1.
     scaled = rng.random(len(nonterminals)) * n_prods
-    slot = np.minimum(scaled.astype(np.int64), n_prods - 1)  # u * n may round up to n
+    slot = scaled.astype(np.int64)
     prod = grammar.first_prod[nonterminals] + slot
     return np.where(scaled - slot < grammar.alias_threshold[prod], prod, grammar.alias_target[prod])
 
@@ -139,6 +135,11 @@ def _choose(grammar: CompiledGrammar, nonterminals: np.ndarray, rng: np.random.G
 # A sentence leaves the tree phase after this many levels (a long unit-production chain,
 # say); the form phase finishes it with the same distribution.
 MAX_TREE_LEVELS = 512
+# A sentence whose sentential form reaches FREEZE_FACTOR * cap symbols moves to the form
+# phase (only its first cap tokens matter, and the tree phase cannot cut it). Long finite
+# sentences are cheaper to finish as trees; on supercritical grammars a sentence that
+# reaches cap symbols usually keeps growing geometrically, so it moves at cap.
+FREEZE_FACTOR = 4
 
 
 def sample_sentences(
@@ -150,9 +151,12 @@ def sample_sentences(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` sentences, each cut to its first ``cap`` tokens.
 
-    Returns ``(tokens, lengths)``: the sentences' tokens end to end (int32) and each
-    sentence's length after the cut (int64; ``cap`` for sentences at least that long).
+    Returns ``(stream, lengths)``: the sentences end to end, each followed by the
+    separator 0 (int32), and each sentence's length after the cut (``cap`` for sentences
+    at least that long).
     """
+    rhs_len = grammar.rhs_len.astype(np.int32)
+    freeze_at = cap * (1 if grammar.growth_rate >= 1 else FREEZE_FACTOR)
     # Tree phase: level arrays of symbols and sentence ids, left to right.
     level_sym = [np.full(n, grammar.start_symbol, np.int32)]
     level_sent = [np.arange(n, dtype=np.int32)]
@@ -171,8 +175,8 @@ def sample_sentences(
         if idx.size == 0:
             break
         prod = _choose(grammar, -1 - sym[idx], rng)
-        counts = grammar.rhs_len[prod]
-        first = np.cumsum(counts)
+        counts = rhs_len[prod]
+        first = np.cumsum(counts, dtype=np.int32)
         total = int(first[-1])
         first -= counts
         # child c of production p is rhs_symbols[rhs_offset[p] + (c - first[p])]
@@ -188,62 +192,57 @@ def sample_sentences(
         seg = np.flatnonzero(np.diff(parent_sent, prepend=-1))
         touched = parent_sent[seg]
         frontier[touched] += np.add.reduceat(counts - 1, seg)
-        grown = touched[frontier[touched] >= cap]
+        grown = touched[frontier[touched] >= freeze_at]
         if grown.size:
             frozen[grown] = True
             any_frozen = True
     else:
         sym, sent = level_sym[-1], level_sent[-1]
         frozen[sent[sym < 0]] = True
+        any_frozen = bool(frozen.any())
 
     # Layout: yield sizes bottom-up (unexpanded nonterminals count 1), then positions.
-    sizes = [np.ones(len(s), np.int64) for s in level_sym]
+    sizes = [np.ones(len(s), np.int32) for s in level_sym]
     for t in range(len(expanded) - 1, -1, -1):
         sizes[t][expanded[t]] = np.add.reduceat(sizes[t + 1], child_first[t])
-    positions = [np.zeros(n, np.int64)]
+    positions = [np.zeros(n, np.int32)]
     for t in range(len(expanded)):
-        before = np.cumsum(sizes[t + 1])
+        before = np.cumsum(sizes[t + 1], dtype=np.int32)
         before -= sizes[t + 1]
         before += np.repeat(positions[t][expanded[t]] - before[child_first[t]], child_counts[t])
         positions.append(before)
+    lengths = np.minimum(sizes[0], cap).astype(np.int64)
 
-    lengths = np.minimum(sizes[0], cap)
-    offsets = np.cumsum(lengths) - lengths
-    tokens = np.empty(int(lengths.sum()), np.int32)
-    # Written top-down: an inner node sits where its first child does, so the deeper
-    # levels overwrite it and only the leaves remain.
+    # Form phase for sentences that still hold nonterminals; their final lengths are
+    # needed before the stream can be laid out.
+    rows = None
+    if any_frozen:
+        todo = np.flatnonzero(frozen)
+        row_of = np.full(n, -1, np.int64)
+        row_of[todo] = np.arange(len(todo))
+        rows = np.zeros((len(todo), cap), np.int32)
+        for t in range(len(level_sym)):
+            pos, sent = positions[t], level_sent[t]
+            pick = (row_of[sent] >= 0) & (pos < cap)
+            rows[row_of[sent[pick]], pos[pick]] = level_sym[t][pick]
+        rows, row_len = _finish_forms(grammar, rows, lengths[todo].copy(), rng, max_rounds)
+        lengths[todo] = row_len
+
+    # Lay the sentences out end to end, each followed by a separator (the zeros that are
+    # never written). An inner node sits where its first child does, so writing level by
+    # level lets the deeper levels overwrite it and only the leaves remain.
+    starts = np.cumsum(lengths + 1) - (lengths + 1)
+    stream = np.zeros(int(starts[-1] + lengths[-1] + 1), np.int32)
     for t in range(len(level_sym)):
         pos, sent, sym = positions[t], level_sent[t], level_sym[t]
         if int(pos.max()) >= cap:
             inside = pos < cap
             pos, sent, sym = pos[inside], sent[inside], sym[inside]
-        tokens[offsets[sent] + pos] = sym
-
-    # Form phase for sentences that still hold nonterminals.
-    todo = np.flatnonzero(frozen)
-    if todo.size:
-        rows = np.zeros((todo.size, cap), np.int32)
-        row_len = lengths[todo].copy()
-        mask = np.arange(cap) < row_len[:, None]
-        rows[mask] = tokens[(offsets[todo][:, None] + np.arange(cap))[mask]]
-        rows, row_len = _finish_forms(grammar, rows, row_len, rng, max_rounds)
-        lengths[todo] = row_len
-        offsets = np.cumsum(lengths) - lengths
-        done = np.ones(n, bool)
-        done[todo] = False
-        new_tokens = np.empty(int(lengths.sum()), np.int32)
-        old_offsets = np.cumsum(np.minimum(sizes[0], cap)) - np.minimum(sizes[0], cap)
-        for_done = np.flatnonzero(done)
-        src = np.repeat(old_offsets[for_done], lengths[for_done])
-        dst = np.repeat(offsets[for_done], lengths[for_done])
-        within = np.arange(len(src)) - np.repeat(
-            np.cumsum(lengths[for_done]) - lengths[for_done], lengths[for_done]
-        )
-        new_tokens[dst + within] = tokens[src + within]
-        mask = np.arange(cap) < row_len[:, None]
-        new_tokens[(offsets[todo][:, None] + np.arange(cap))[mask]] = rows[mask]
-        tokens = new_tokens
-    return tokens, lengths
+        stream[starts[sent] + pos] = sym
+    if rows is not None:
+        mask = np.arange(cap) < lengths[todo][:, None]
+        stream[(starts[todo][:, None] + np.arange(cap))[mask]] = rows[mask]
+    return stream, lengths
 
 
 def _finish_forms(grammar, rows, row_len, rng, max_rounds):
@@ -304,15 +303,6 @@ def _finish_forms(grammar, rows, row_len, rng, max_rounds):
         f"after {max_rounds} rounds; its leftmost derivations almost never reach a terminal. "
         "Use the 'finite' sampler or another seed."
     )
-
-
-def split_sentences(document: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Split a document at separators: (complete sentences, trailing cut part)."""
-    cuts = np.flatnonzero(document == SEPARATOR)
-    pieces = np.split(document, cuts)
-    complete = [pieces[0]] + [p[1:] for p in pieces[1:-1]] if len(cuts) else []
-    tail = pieces[-1][1:] if len(cuts) else pieces[-1]
-    return complete, tail
 
 
 def complete_sentence_lengths(documents: np.ndarray) -> np.ndarray:
