@@ -15,7 +15,7 @@ English prose).
 from __future__ import annotations
 
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,8 @@ class CorpusScore:
     kind: str  # "pcfg", "tokens", "text", "byte-tokens"
     stats: GzipStats
     source: str = ""
+    # per-document values, for figures; not part of the JSON summary
+    ratios: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "source": self.source, **self.stats.to_dict()}
@@ -83,16 +85,11 @@ def score_text(
             f"corpus {name} has {len(data)} bytes; at least {4 * context_length} are needed "
             "for one document"
         )
+    text = gzip_ratios_chunks(data, 4 * context_length)
+    tokens = gzip_ratios(byte_token_documents(data, context_length))
     return [
-        CorpusScore(
-            name, "text", GzipStats.of(gzip_ratios_chunks(data, 4 * context_length)), source
-        ),
-        CorpusScore(
-            name,
-            "byte-tokens",
-            GzipStats.of(gzip_ratios(byte_token_documents(data, context_length))),
-            source,
-        ),
+        CorpusScore(name, "text", GzipStats.of(text), source, text),
+        CorpusScore(name, "byte-tokens", GzipStats.of(tokens), source, tokens),
     ]
 
 
@@ -143,7 +140,7 @@ def score_path(
     if path.is_dir() and (path / MANIFEST).exists() and not text:
         manifest = read_manifest(path)
         ratios = np.concatenate([read_gzip_column(path / s["path"]) for s in manifest["shards"]])
-        return [CorpusScore(manifest["name"], "pcfg", GzipStats.of(ratios), str(path))]
+        return [CorpusScore(manifest["name"], "pcfg", GzipStats.of(ratios), str(path), ratios)]
     if path.suffix == ".parquet" and not text:
         docs = _token_documents_from_parquet(path, context_length)
         if len(docs) == 1 and docs[0].ndim == 2:
@@ -152,7 +149,7 @@ def score_path(
             from .gzip_metric import gzip_ratio
 
             ratios = np.array([gzip_ratio(d) for d in docs])
-        return [CorpusScore(path.stem, "tokens", GzipStats.of(ratios), str(path))]
+        return [CorpusScore(path.stem, "tokens", GzipStats.of(ratios), str(path), ratios)]
     if path.suffix == ".npy" and not text:
         arr = np.load(path, allow_pickle=False)
         if arr.ndim == 1:
@@ -166,7 +163,8 @@ def score_path(
             raise ValueError(
                 f"{path}: expected integer token ids, 1-D (a stream) or 2-D (documents), got {arr.dtype} {arr.shape}"
             )
-        return [CorpusScore(path.stem, "tokens", GzipStats.of(gzip_ratios(arr)), str(path))]
+        ratios = gzip_ratios(arr)
+        return [CorpusScore(path.stem, "tokens", GzipStats.of(ratios), str(path), ratios)]
     files = (
         [path]
         if path.is_file()
@@ -180,3 +178,63 @@ def score_path(
         )
     data = b"\n".join(f.read_bytes() for f in files)
     return score_text(path.name or str(path), data, context_length, str(path))
+
+
+def plot_scores(scores: list[CorpusScore], path: str | Path, title: str | None = None) -> Path:
+    """Box plot of per-document H for each corpus (the paper's Figure 1), written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = [s for s in scores if s.ratios is not None and len(s.ratios)]
+    if not scores:
+        raise ValueError("nothing to plot: no corpus has per-document values")
+    colours = {
+        "pcfg": "tab:blue",
+        "tokens": "tab:purple",
+        "text": "tab:orange",
+        "byte-tokens": "tab:green",
+    }
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(scores) + 1.6))
+    positions = np.arange(len(scores))[::-1]
+    box = ax.boxplot(
+        [s.ratios for s in scores],
+        positions=positions,
+        orientation="horizontal",
+        widths=0.6,
+        showfliers=False,
+        patch_artist=True,
+        medianprops={"color": "black"},
+    )
+    for patch, s in zip(box["boxes"], scores, strict=True):
+        patch.set_facecolor(colours.get(s.kind, "tab:gray"))
+        patch.set_alpha(0.6)
+    for y, s in zip(positions, scores, strict=True):
+        ax.annotate(
+            f"H = {s.stats.median:.3f}",
+            (s.stats.median, y + 0.3),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+    ax.set_yticks(positions, [f"{s.name} ({s.kind})" for s in scores], fontsize=8)
+    ax.set_xlabel("gzip compressibility H per document (compressed / raw size, gzip -9)")
+    ax.set_title(
+        title or "gzip compressibility: median (line), quartiles (box), 1.5 IQR (whiskers)",
+        fontsize=10,
+    )
+    ax.grid(axis="x", alpha=0.3)
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.6)
+        for k, c in colours.items()
+        if any(s.kind == k for s in scores)
+    ]
+    labels = [k for k in colours if any(s.kind == k for s in scores)]
+    ax.legend(handles, labels, loc="lower right", fontsize=8, title="scored as", title_fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -14,6 +14,11 @@ import sys
 import time
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Before numpy loads: the fits call BLAS on 5-parameter problems thousands of times, and
+# OpenBLAS's worker threads then spin for the CPU (a fit ran 8x slower on a busy 2-core
+# machine). Nothing in this program gains from threaded BLAS.
+# (Only OpenBLAS, numpy's and scipy's BLAS: torch's own thread pool is left alone.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _console(stderr: bool = True):
@@ -162,6 +167,10 @@ def cmd_gzip(args: argparse.Namespace) -> int:
         scores += score_path(path, text=args.text, context_length=args.context_length)
     if args.real:
         scores += real_data_scores(args.context_length)
+    if args.plot:
+        from grammars.corpora import plot_scores
+
+        print(f"figure written to {plot_scores(scores, args.plot)}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -307,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--context-length", type=int, default=256, help="tokens per document (default 256)"
     )
+    p.add_argument(
+        "--plot", metavar="FILE.png", help="also draw every corpus's per-document H as a box plot"
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_gzip)
 
@@ -328,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-length", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_grammar)
+
+    from analysis.commands import register as register_analysis
+
+    register_analysis(sub)  # gzipscale fit, gzipscale predict
     return parser
 
 

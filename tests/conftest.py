@@ -7,6 +7,10 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# As the gzipscale command does (orchestrator/cli.py): one BLAS thread, set before numpy
+# loads; threaded BLAS only slows the small fits down.
+# (Only OpenBLAS, numpy's and scipy's BLAS: torch's own thread pool is left alone.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -89,8 +89,11 @@ def test_gzip_command_on_dataset_npy_and_real_data(ray_cluster, tmp_path, capsys
     assert kinds[0] == ("pcfg-3-300-2-2-s0", "pcfg") and kinds[1] == ("ids", "tokens")
     assert ("python-stdlib", "text") in kinds and ("python-stdlib", "byte-tokens") in kinds
     assert corpora[1]["median"] == pytest.approx(0.5, abs=0.03)
-    code, out, err = run_cli(capsys, "gzip", str(tmp_path / "ds"))
+    code, out, err = run_cli(
+        capsys, "gzip", str(tmp_path / "ds"), "--plot", str(tmp_path / "h.png")
+    )
     assert code == 0 and "pcfg-3-300-2-2-s0" in out and "H (median)" in out
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, _, err = run_cli(capsys, "gzip", str(tmp_path / "nothing-here"))
     assert code == 2 and "does not exist" in err
 
