@@ -245,6 +245,11 @@ def write_results_csv(rows: Iterable[ResultRow | Mapping], path: str | Path) -> 
                 writer.writerow([_cell(record[c]) for c in RESULT_COLUMNS])
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); a results table is for everyone who can
+        # read the run directory, so give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -342,8 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_grammar)
 
     from analysis.commands import register as register_analysis
+    from analysis.report_command import register as register_report
 
     register_analysis(sub)  # gzipscale fit, gzipscale predict
+    register_report(sub)  # gzipscale report
     return parser
 
 
