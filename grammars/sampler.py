@@ -42,7 +42,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from .compiled import SEPARATOR, CompiledGrammar, GrammarError, check_prefix_sampleable
+from .compiled import (
+    SEPARATOR,
+    CompiledGrammar,
+    GrammarError,
+    check_prefix_sampleable,
+    inline_start_units,
+)
 from .compiled import compile_grammar as _compile
 
 SAMPLER_MODES = ("prefix", "finite")
@@ -63,9 +69,10 @@ def compiled_for(grammar_text: str, mode: str = "prefix", name: str = "grammar")
         raise ValueError(f"sampler mode must be one of {', '.join(SAMPLER_MODES)}, got {mode!r}")
     g = _compile(grammar_text, name=name)
     if mode == "finite":
-        return g.conditioned()
-    check_prefix_sampleable(g)
-    return g
+        g = g.conditioned()
+    else:
+        check_prefix_sampleable(g)
+    return inline_start_units(g)
 
 
 def sample_documents(
@@ -94,7 +101,7 @@ def sample_documents(
     per_doc = 1.0
     while made < n_docs:
         need = n_docs - made
-        chunk = int(min(max(64, np.ceil(need * per_doc * 1.1)), 1 << 16))
+        chunk = int(min(max(64, np.ceil(need * per_doc * 1.1)), 1 << 14))
         piece, lengths = sample_sentences(grammar, chunk, rng, length, max_rounds)
         starts = np.concatenate([starts, len(stream) + np.cumsum(lengths + 1) - (lengths + 1)])
         stream = np.concatenate([stream, piece])

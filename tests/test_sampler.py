@@ -201,3 +201,24 @@ def test_finite_mode_equals_prefix_mode_on_finite_grammars():
         compiled_for(grammar_text(spec), "finite", "a"), 50, np.random.default_rng(5)
     )
     np.testing.assert_array_equal(a, b)
+
+
+def test_start_unit_productions_are_composed_without_changing_the_language():
+    from grammars.compiled import inline_start_units
+
+    text = (
+        "S -> A [0.5]\nS -> B [0.3]\nS -> S [0.1]\nS -> '9' [0.1]\n"
+        "A -> '1' [0.2]\nA -> '2' [0.8]\nB -> '3' A [1.0]\n"
+    )
+    g = compile_grammar(text, "units")
+    composed = inline_start_units(g)
+    lo, hi = composed.first_prod[0], composed.last_prod[0] + 1
+    # S -> '1' [0.1], '2' [0.4], '3' A [0.3], S [0.1] (a self-loop is kept), '9' [0.1]
+    np.testing.assert_allclose(sorted(composed.prod_prob[lo:hi]), [0.1, 0.1, 0.1, 0.3, 0.4])
+    np.testing.assert_array_equal(composed.prod_prob[composed.prod_lhs == 1], [0.2, 0.8])
+    # same distribution of sentences: compare first tokens of many documents
+    a = sample_documents(g, 3000, np.random.default_rng(1), 4)[:, 0]
+    b = sample_documents(composed, 3000, np.random.default_rng(2), 4)[:, 0]
+    table = np.array([np.bincount(a, minlength=10), np.bincount(b, minlength=10)])
+    table = table[:, table.sum(0) > 0]
+    assert stats.chi2_contingency(table).pvalue > 0.01
