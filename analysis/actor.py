@@ -35,7 +35,7 @@ import ray
 import ray.cloudpickle
 from ray import tune
 
-from analysis.commands import DEFAULT_BUDGET, DEFAULT_SEED, LAW_KEYS, _plain, fit_datasets
+from analysis.commands import DEFAULT_BUDGET, DEFAULT_SEED, LAW_KEYS, fit_datasets, json_safe
 from analysis.fit import UnderdeterminedFit
 from analysis.regression import MIN_DATASETS, fit_gzip_regression
 from analysis.results import ResultRow, ResultRowError
@@ -279,7 +279,7 @@ class AnalysisActor:
                 "counts": self._counts(),
                 "settings": dict(self._settings),
             }
-        return _plain(out)
+        return json_safe(out)
 
     def stats(self) -> dict:
         """Refit counters (per dataset and for the regression) and what is in flight."""

@@ -46,12 +46,12 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _plain(value):
+def json_safe(value):
     """JSON-safe copy: numpy scalars to Python, NaN/inf to None (strict JSON has neither)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, str):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -320,7 +320,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         note = report.pop("regression_note")
         if note:
             print(f"gzipscale fit: {note}", file=sys.stderr)
-        print(json.dumps(_plain(report), indent=2, allow_nan=False))
+        print(json.dumps(json_safe(report), indent=2, allow_nan=False))
     else:
         render_fit(report, _console())
     # Nothing fitted is a failure; some datasets skipped is a report.
@@ -473,7 +473,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         context_length=args.context_length,
     )
     if args.json:
-        print(json.dumps(_plain(report), indent=2, allow_nan=False))
+        print(json.dumps(json_safe(report), indent=2, allow_nan=False))
     else:
         render_prediction(report, _console())
     return 0
@@ -482,17 +482,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------------
 
 
-def register(subparsers) -> None:
-    """Add ``fit`` and ``predict`` to an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "fit",
-        help="fit L(N, D) = E + A/N^α + B/D^β per dataset of a results table",
-        description="Fit the Chinchilla law to every dataset of a results table (CSV, Parquet "
-        "or a run directory with results.csv), with bootstrap intervals, the compute-optimal "
-        "frontier and, given 3+ datasets with gzip H, the regression of each parameter on H.",
-    )
-    p.add_argument("path", metavar="PATH", type=Path, help="table (.csv/.parquet) or run directory")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+def add_fit_options(p: argparse.ArgumentParser, budget_help: str) -> None:
+    """--bootstrap, --seed and --budget, shared by the commands that fit (fit, report)."""
     p.add_argument(
         "--bootstrap",
         type=_non_negative_int,
@@ -508,8 +499,22 @@ def register(subparsers) -> None:
         type=_positive_float,
         default=DEFAULT_BUDGET,
         metavar="FLOPS",
-        help=f"compute budget for the frontier summary (default {DEFAULT_BUDGET:g})",
+        help=f"{budget_help} (default {DEFAULT_BUDGET:g})",
     )
+
+
+def register(subparsers) -> None:
+    """Add ``fit`` and ``predict`` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "fit",
+        help="fit L(N, D) = E + A/N^α + B/D^β per dataset of a results table",
+        description="Fit the Chinchilla law to every dataset of a results table (CSV, Parquet "
+        "or a run directory with results.csv), with bootstrap intervals, the compute-optimal "
+        "frontier and, given 3+ datasets with gzip H, the regression of each parameter on H.",
+    )
+    p.add_argument("path", metavar="PATH", type=Path, help="table (.csv/.parquet) or run directory")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_fit_options(p, budget_help="compute budget for the frontier summary")
     p.set_defaults(func=cmd_fit)
 
     p = subparsers.add_parser(

@@ -39,7 +39,7 @@ from analysis.commands import (
 )
 from analysis.fit import ScalingLaw
 from analysis.regression import MIN_DATASETS
-from analysis.table import DEFAULT_DATASET, _read_frame, load_points
+from analysis.table import DEFAULT_DATASET, load_points, read_frame
 
 REPORT_DIR = "report"
 REPORT_MD = "report.md"
@@ -265,7 +265,7 @@ def _raw_columns(source: Path) -> tuple[dict[str, str], dict[str, float]]:
     load_points keeps only what the fit needs; the grammar, and H of a dataset whose
     every run failed, are read from the table itself.
     """
-    frame, _ = _read_frame(source)
+    frame, _ = read_frame(source)
     if frame.empty:
         return {}, {}
     if "dataset" in frame.columns:

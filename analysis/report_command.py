@@ -12,12 +12,8 @@ import json
 from pathlib import Path
 
 from analysis.commands import (
-    DEFAULT_BOOTSTRAP,
-    DEFAULT_BUDGET,
-    DEFAULT_SEED,
-    _non_negative_int,
-    _plain,
-    _positive_float,
+    add_fit_options,
+    json_safe,
 )
 
 
@@ -28,7 +24,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         args.run_dir, args.out, bootstrap=args.bootstrap, seed=args.seed, budget=args.budget
     )
     if args.json:
-        print(json.dumps(_plain(result), indent=2, allow_nan=False))
+        print(json.dumps(json_safe(result), indent=2, allow_nan=False))
         return 0
     print(f"report written to {result['out']}/ ({len(result['files'])} files)")
     for name in result["files"]:
@@ -63,23 +59,7 @@ def register(subparsers) -> None:
         help="report folder (default RUN_DIR/report, or <table>_report beside a table file); "
         "an existing folder is replaced only if it holds a previous report.md",
     )
-    p.add_argument(
-        "--bootstrap",
-        type=_non_negative_int,
-        default=DEFAULT_BOOTSTRAP,
-        metavar="K",
-        help=f"bootstrap resamples for the intervals (default {DEFAULT_BOOTSTRAP}; 0: none)",
-    )
-    p.add_argument(
-        "--seed", type=_non_negative_int, default=DEFAULT_SEED, help="bootstrap seed (default 0)"
-    )
-    p.add_argument(
-        "--budget",
-        type=_positive_float,
-        default=DEFAULT_BUDGET,
-        metavar="FLOPS",
-        help=f"reference budget for tokens per parameter (default {DEFAULT_BUDGET:g})",
-    )
+    add_fit_options(p, budget_help="reference budget for tokens per parameter")
     p.add_argument(
         "--json", action="store_true", help="print {out, files, datasets, skipped, ...} as JSON"
     )

@@ -21,7 +21,7 @@ LOSS_COLUMNS = ("loss", "val_loss")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
-def _read_frame(path: Path) -> tuple[pd.DataFrame, str]:
+def read_frame(path: Path) -> tuple[pd.DataFrame, str]:
     """The raw table and a label for error messages."""
     if path.is_dir():
         results = path / RESULTS_FILE
@@ -103,7 +103,7 @@ def load_points(path: str | Path) -> pd.DataFrame:
         A required column is missing, or a value is non-numeric, NaN or <= 0
         (the message names the column and the row).
     """
-    frame, label = _read_frame(Path(path))
+    frame, label = read_frame(Path(path))
     loss_col = _loss_column(frame, label)
     missing = [c for c in ("params", "tokens", loss_col) if c not in frame.columns]
     if missing:
