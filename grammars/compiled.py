@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,11 +40,6 @@ class CompiledGrammar:
     alias_target: np.ndarray  # (P,) int64, global production index
     prods_per_nonterminal: np.ndarray  # (K,) int64
     conditioned_on_finite: bool = False
-    stats: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def n_prods(self) -> np.ndarray:
-        return self.prods_per_nonterminal
 
     @property
     def start_symbol(self) -> int:
@@ -155,12 +149,6 @@ class CompiledGrammar:
         per_prod = np.multiply.reduceat(factors, self.rhs_offset)
         weights = self.prod_prob * per_prod
         return _with_probabilities(self, weights, conditioned=True)
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for arr in (self.prod_lhs, self.prod_prob, self.rhs_len, self.rhs_symbols):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()[:16]
 
 
 def _alias_tables(prob: np.ndarray, first: np.ndarray, last: np.ndarray):

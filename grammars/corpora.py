@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .gzip_metric import GzipStats, gzip_ratios, gzip_ratios_chunks
+from .gzip_metric import GzipStats, gzip_ratio, gzip_ratios, gzip_ratios_chunks
 from .sampler import DEFAULT_CONTEXT_LENGTH
 
 REAL_CORPUS_BYTES = 4_000_000  # enough for ~4000 documents per corpus, a few seconds to score
@@ -146,8 +146,6 @@ def score_path(
         if len(docs) == 1 and docs[0].ndim == 2:
             ratios = gzip_ratios(docs[0])
         else:
-            from .gzip_metric import gzip_ratio
-
             ratios = np.array([gzip_ratio(d) for d in docs])
         return [CorpusScore(path.stem, "tokens", GzipStats.of(ratios), str(path), ratios)]
     if path.suffix == ".npy" and not text:

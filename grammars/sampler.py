@@ -131,7 +131,7 @@ def sample_documents(
 
 def _choose(grammar: CompiledGrammar, nonterminals: np.ndarray, rng: np.random.Generator):
     """One production index per nonterminal index, by the alias tables."""
-    n_prods = grammar.n_prods[nonterminals]
+    n_prods = grammar.prods_per_nonterminal[nonterminals]
     # u < 1 - 2**-53, so u * n rounds to at most the float below n: slot <= n - 1.
     scaled = rng.random(len(nonterminals)) * n_prods
     slot = scaled.astype(np.int64)

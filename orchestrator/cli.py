@@ -192,10 +192,9 @@ def cmd_grammar(args: argparse.Namespace) -> int:
     import numpy as np
 
     from grammars.compiled import compile_grammar
-    from grammars.dataset import BLOCK_DOCS
-    from grammars.gzip_metric import GzipStats, gzip_ratios
+    from grammars.dataset import DatasetSpec, make_block
+    from grammars.gzip_metric import GzipStats
     from grammars.random_pcfg import grammar_text
-    from grammars.sampler import compiled_for, sample_documents
     from grammars.spec import GrammarSpec, parse_size
 
     seeds = _parse_seeds(args.seeds) if args.seeds else [args.seed]
@@ -215,16 +214,12 @@ def cmd_grammar(args: argparse.Namespace) -> int:
             "p_sentence_finite": float(g.finite_probabilities()[g.start]),
         }
         if score_tokens:
-            sampler = compiled_for(text, args.sampler, spec.name)
-            n_docs = -(-score_tokens // args.context_length)
-            docs = [
-                sample_documents(
-                    sampler, BLOCK_DOCS, np.random.default_rng([seed, 0, b]), args.context_length
-                )
-                for b in range(-(-n_docs // BLOCK_DOCS))
-            ]
-            ratios = gzip_ratios(np.concatenate(docs)[:n_docs])
-            row["gzip"] = GzipStats.of(ratios).to_dict()
+            # The training split `gzipscale data` would write for this spec, block by block.
+            data = DatasetSpec(
+                spec, tokens=score_tokens, context_length=args.context_length, sampler=args.sampler
+            )
+            ratios = [make_block(data, "train", b)[1] for b in range(data.blocks("train"))]
+            row["gzip"] = GzipStats.of(np.concatenate(ratios)).to_dict()
         rows.append(row)
     medians = [r["gzip"]["median"] for r in rows if "gzip" in r]
     summary = {"grammars": rows}
