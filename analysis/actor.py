@@ -415,7 +415,8 @@ def trial_row(
 ) -> dict:
     """A ResultRow dict from a trial's config and one reported result (validated).
 
-    Reads :data:`CONFIG_KEYS` from ``config`` (defaults: :data:`CONFIG_DEFAULTS`)
+    Reads :data:`CONFIG_KEYS` from ``config`` or, for a sweep's trials, from
+    ``config["run"]`` (defaults: :data:`CONFIG_DEFAULTS`)
     and from ``result``: ``val_loss`` (NaN if absent; only a failed row may lack it),
     ``step`` (else ``training_iteration``), ``wall_s`` (else Tune's
     ``time_total_s``) and ``tokens_per_s`` (else 0).
@@ -425,6 +426,7 @@ def trial_row(
     ResultRowError
         A required key is missing or a value is invalid (names the field).
     """
+    config = config.get("run", config)  # a sweep's trials nest the run under "run"
     row = {k: config[k] for k in CONFIG_KEYS if k in config}
     for key, default in CONFIG_DEFAULTS.items():
         row.setdefault(key, default)
@@ -440,7 +442,20 @@ def trial_row(
     return ResultRow.from_dict(row).to_dict()
 
 
-def _error_reason(trial) -> str:
+def completed_status(result: Mapping) -> tuple[str, str]:
+    """(status, reason) of a trial that returned normally, from its last result.
+
+    A run that failed for good (diverged, did not fit in memory) ends its trial normally
+    and says so in ``status``/``reason``; a result without a finite loss is a failure too.
+    """
+    if result.get("status") == FAILED:
+        return FAILED, str(result.get("reason") or "the run failed (no reason given)")
+    if not _finite_positive(result.get("val_loss")):
+        return FAILED, "the trial finished without reporting a finite val_loss"
+    return FINISHED, ""
+
+
+def error_reason(trial) -> str:
     """One line saying why a trial failed, from the error files Tune just wrote."""
     for read in (_pickled_error_line, _error_file_line):
         try:
@@ -519,11 +534,11 @@ class AnalysisCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result
-        if _finite_positive(result.get("val_loss")):
+        status, reason = completed_status(result)
+        if status == FINISHED:
             row = self._row(trial, result, FINISHED, "")
         else:
-            no_loss = "the trial finished without reporting a finite val_loss"
-            row = self._row(trial, {**result, "val_loss": math.nan}, FAILED, no_loss)
+            row = self._row(trial, {**result, "val_loss": math.nan}, FAILED, reason)
         if row is not None:
             self._send("run_finished", trial.trial_id, row)
 
@@ -531,7 +546,7 @@ class AnalysisCallback(tune.Callback):
         result = dict(trial.last_result)
         if not _finite_positive(result.get("val_loss")):
             result["val_loss"] = math.nan
-        row = self._row(trial, result, FAILED, _error_reason(trial))
+        row = self._row(trial, result, FAILED, error_reason(trial))
         if row is not None:
             self._send("run_finished", trial.trial_id, row)
 

@@ -14,6 +14,9 @@ import sys
 import time
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Short runs checkpoint every few seconds by design (a lost node costs little); Tune's
+# warning about frequent experiment snapshots is noise for these sweeps.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Before numpy loads: the fits call BLAS on 5-parameter problems thousands of times, and
 # OpenBLAS's worker threads then spin for the CPU (a fit ran 8x slower on a busy 2-core
 # machine). Nothing in this program gains from threaded BLAS.
@@ -341,6 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_analysis(sub)  # gzipscale fit, gzipscale predict
     register_report(sub)  # gzipscale report
+
+    from trainers.commands import register as register_trainers
+
+    register_trainers(sub)  # gzipscale models, gzipscale train
+
+    from orchestrator.sweep_command import register as register_sweep
+
+    register_sweep(sub)  # gzipscale sweep
+
+    from orchestrator.watch import register as register_watch
+
+    register_watch(sub)  # gzipscale watch
     return parser
 
 
@@ -348,11 +363,19 @@ def main(argv: list[str] | None = None) -> int:
     from grammars.compiled import GrammarError
     from grammars.dataset import DatasetError
     from grammars.spec import SpecError
+    from trainers.memory import MemoryTooSmall
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, DatasetError, GrammarError, FileNotFoundError, ValueError) as exc:
+    except (
+        SpecError,
+        DatasetError,
+        GrammarError,
+        MemoryTooSmall,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f"gzipscale {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like

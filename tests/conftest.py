@@ -27,3 +27,23 @@ def ray_cluster():
         )
     yield ray
     ray.shutdown()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "isolated: starts its own Ray cluster in subprocesses; always run last "
+        "(see tests/test_cluster.py)",
+    )
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run ``@pytest.mark.isolated`` tests after all others, keeping the order within each group.
+
+    They start their own Ray clusters (tests/test_cluster.py explains how they stay clear of
+    the shared ``ray_cluster``); running them last also means that, should one of them ever
+    have to fall back to ``ray stop``, no test that needs the shared cluster comes after it.
+    """
+    isolated = [item for item in items if item.get_closest_marker("isolated")]
+    if isolated:
+        items[:] = [item for item in items if not item.get_closest_marker("isolated")] + isolated

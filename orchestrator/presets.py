@@ -1,0 +1,66 @@
+"""Named sweeps: ``smoke`` (CI), ``tiny`` (a laptop, the README's main job), ``paper``.
+
+Each is a plain dict in the spec's own format, so ``gzipscale sweep --preset tiny
+--dry-run`` shows exactly what a hand-written TOML file would need to say.
+"""
+
+from __future__ import annotations
+
+from grammars.spec import SpecError
+
+from .spec import SweepSpec
+
+PRESETS: dict[str, dict] = {
+    # 8 runs of the two smallest tiny shapes on two grammars: every stage of a sweep (data,
+    # Tune trials with checkpoints, results.csv, live fits, report) in about 2 minutes.
+    "smoke": {
+        "name": "smoke",
+        "grammars": [{"grammar": "3,300,2,2", "seed": 0}, {"grammar": "20,300,5,10", "seed": 0}],
+        "shapes": ["tiny-1", "tiny-2"],
+        "data_sizes": [16_384, 49_152],
+        "eval_tokens": 16_384,
+        "train": {"preset": "cpu", "batch_size": 8, "checkpoint_every": 4},
+    },
+    # The paper's experiment at laptop scale: three grammars of clearly different H from
+    # the same-vocabulary series, 6 tiny shapes x 6 data sizes = 36 runs each, 108 runs.
+    "tiny": {
+        "name": "tiny",
+        "grammars": [
+            {"grammar": "3,300,2,2", "seed": 0},
+            {"grammar": "10,300,3,5", "seed": 0},
+            {"grammar": "20,300,5,10", "seed": 0},
+        ],
+        "shapes": ["tiny-1", "tiny-2", "tiny-3", "tiny-4", "tiny-5", "tiny-6"],
+        "data_sizes": [16_384, 32_768, 65_536, 131_072, 262_144, 524_288],
+        "eval_tokens": 131_072,
+        "train": {"preset": "cpu", "batch_size": 8, "checkpoint_every": 100},
+    },
+    # The paper's main series (paper-facts section 1) with its six shapes at vocabulary
+    # 32001 and its data sizes, trained as the paper did; for a GPU cluster.
+    "paper": {
+        "name": "paper",
+        "grammars": [
+            {"grammar": "3,20,2,2", "seed": 0},
+            {"grammar": "10,150,3,5", "seed": 0},
+            {"grammar": "20,300,5,10", "seed": 0},
+            {"grammar": "30,400,8,10", "seed": 0},
+            {"grammar": "50,500,15,20", "seed": 0},
+            {"grammar": "100,2000,30,100", "seed": 0},
+        ],
+        "shapes": ["paper-4m", "paper-9m", "paper-20m", "paper-59m", "paper-275m", "paper-1.4b"],
+        "data_sizes": ["100K", "1M", "5M", "20M", "50M", "100M"],
+        "eval_tokens": 131_072,
+        "train": {"preset": "paper", "vocab_size": 32001, "checkpoint_every": 500},
+        "resources": {"gpu": "yes", "cpus_per_trial": 2, "gpu_fraction": 0.25},
+    },
+}
+
+
+def preset_spec(name: str) -> SweepSpec:
+    try:
+        data = PRESETS[name]
+    except KeyError:
+        raise SpecError(
+            f"field 'preset' must be one of {', '.join(PRESETS)}, got {name!r}"
+        ) from None
+    return SweepSpec.from_dict(data)

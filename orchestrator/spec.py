@@ -1,0 +1,241 @@
+"""A sweep's specification: what to train (grammars x shapes x data sizes) and how.
+
+Written by hand as TOML (``gzipscale sweep --spec FILE``) or taken from a preset
+(:mod:`orchestrator.presets`); the resolved spec is saved as ``sweep.json`` in the run
+directory, and a later command with the same name must resolve to the same spec.
+
+Example::
+
+    name = "my-sweep"
+    shapes = ["tiny-1", "tiny-2", "tiny-3"]
+    data_sizes = ["25K", "100K", "400K"]
+    eval_tokens = "128K"
+
+    [[grammars]]
+    grammar = "20,300,5,10"
+    seed = 0
+
+    [train]            # trainers.config.TrainConfig fields; preset = "cpu" | "paper"
+    preset = "cpu"
+
+    [resources]
+    cpus_per_trial = 1
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import tomllib
+
+from grammars.sampler import SAMPLER_MODES
+from grammars.spec import GrammarSpec, SpecError, check_int_field, parse_size
+from trainers.config import TrainConfig, preset
+from trainers.shapes import SHAPES
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+GPU_MODES = ("auto", "yes", "no")
+
+
+@dataclass(frozen=True)
+class GrammarEntry:
+    grammar: str  # "NT,T,LEN,OPTS"
+    seed: int = 0
+    sampler: str = "prefix"
+
+    def __post_init__(self) -> None:
+        GrammarSpec.parse(self.grammar, seed=self.seed)  # raises SpecError naming the field
+        if self.sampler not in SAMPLER_MODES:
+            raise SpecError(
+                f"field 'grammars.sampler' must be one of {', '.join(SAMPLER_MODES)}, "
+                f"got {self.sampler!r}"
+            )
+
+    @property
+    def spec(self) -> GrammarSpec:
+        return GrammarSpec.parse(self.grammar, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How trials map onto a cluster.
+
+    On a cluster without GPUs every trial takes ``cpus_per_trial`` CPUs. With GPUs, a
+    model below ``whole_gpu_params`` parameters shares a GPU (``gpu_fraction`` of one);
+    from there on it takes a whole GPU; at ``multi_gpu_params`` and above a run trains
+    on ``gpus_per_multi`` GPUs through a Ray Train TorchTrainer launched from its trial.
+    """
+
+    cpus_per_trial: float = 1.0
+    gpu: str = "auto"  # "auto": use GPUs if the cluster has any when the sweep starts
+    gpu_fraction: float = 0.25
+    whole_gpu_params: int = 50_000_000
+    multi_gpu_params: int = 0  # 0: never
+    gpus_per_multi: int = 4
+    max_concurrent_trials: int = 0  # 0: as many as the cluster holds
+
+    def __post_init__(self) -> None:
+        if not (0 < self.cpus_per_trial <= 1024):
+            raise SpecError(
+                f"field 'resources.cpus_per_trial' must be in (0, 1024], got {self.cpus_per_trial}"
+            )
+        if self.gpu not in GPU_MODES:
+            raise SpecError(
+                f"field 'resources.gpu' must be one of {', '.join(GPU_MODES)}, got {self.gpu!r}"
+            )
+        if not (0 < self.gpu_fraction <= 1):
+            raise SpecError(
+                f"field 'resources.gpu_fraction' must be in (0, 1], got {self.gpu_fraction}"
+            )
+        check_int_field("resources.whole_gpu_params", self.whole_gpu_params, 0, 10**13)
+        check_int_field("resources.multi_gpu_params", self.multi_gpu_params, 0, 10**13)
+        check_int_field("resources.gpus_per_multi", self.gpus_per_multi, 1, 1024)
+        check_int_field("resources.max_concurrent_trials", self.max_concurrent_trials, 0, 100_000)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    grammars: tuple[GrammarEntry, ...]
+    shapes: tuple[str, ...]
+    data_sizes: tuple[int, ...]
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_tokens: int = 131_072
+    context_length: int = 256
+    resources: Resources = field(default_factory=Resources)
+    max_failures: int = 2  # retries of a trial that crashed (not of a diverged run)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
+            raise SpecError(
+                f"field 'name' must be 1-100 letters, digits, '.', '_' or '-' (starting with a "
+                f"letter or digit), got {self.name!r}"
+            )
+        if not self.grammars:
+            raise SpecError("field 'grammars' must list at least one grammar")
+        names = [g.spec.name + f"-{g.sampler}" for g in self.grammars]
+        if len(set(names)) != len(names):
+            raise SpecError("field 'grammars' lists the same grammar, seed and sampler twice")
+        if not self.shapes:
+            raise SpecError("field 'shapes' must list at least one model shape")
+        for s in self.shapes:
+            if s not in SHAPES:
+                raise SpecError(
+                    f"field 'shapes' must name shapes among {', '.join(SHAPES)}, got {s!r}"
+                )
+        if len(set(self.shapes)) != len(self.shapes):
+            raise SpecError("field 'shapes' lists a shape twice")
+        if not self.data_sizes:
+            raise SpecError("field 'data_sizes' must list at least one size")
+        if len(set(self.data_sizes)) != len(self.data_sizes):
+            raise SpecError("field 'data_sizes' lists a size twice")
+        for d in self.data_sizes:
+            check_int_field("data_sizes", d, self.context_length, 10**13)
+        check_int_field("eval_tokens", self.eval_tokens, self.context_length, 10**12)
+        check_int_field("context_length", self.context_length, 2, 1 << 20)
+        check_int_field("max_failures", self.max_failures, -1, 1000)
+        if self.train.eval_tokens != self.eval_tokens:
+            object.__setattr__(
+                self, "train", self.train.with_overrides(eval_tokens=self.eval_tokens)
+            )
+
+    # -- derived -------------------------------------------------------------------------
+
+    @property
+    def max_tokens(self) -> int:
+        return max(self.data_sizes)
+
+    def runs_per_grammar(self) -> int:
+        return len(self.shapes) * len(self.data_sizes)
+
+    # -- (de)serialisation ---------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "grammars": [asdict(g) for g in self.grammars],
+            "shapes": list(self.shapes),
+            "data_sizes": list(self.data_sizes),
+            "train": self.train.to_dict(),
+            "eval_tokens": self.eval_tokens,
+            "context_length": self.context_length,
+            "resources": asdict(self.resources),
+            "max_failures": self.max_failures,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepSpec:
+        d = dict(d)
+        _no_unknown(d, {f.name for f in fields(cls)}, "the sweep spec")
+        grammars = []
+        for i, g in enumerate(d.get("grammars") or []):
+            if not isinstance(g, dict):
+                raise SpecError(f"field 'grammars[{i}]' must be a table with grammar and seed")
+            _no_unknown(g, {f.name for f in fields(GrammarEntry)}, f"grammars[{i}]")
+            if "grammar" not in g:
+                raise SpecError(f"field 'grammars[{i}].grammar' is required, e.g. \"20,300,5,10\"")
+            grammars.append(GrammarEntry(**g))
+        train = d.get("train") or {}
+        if not isinstance(train, dict):
+            raise SpecError("field 'train' must be a table of training settings")
+        train = dict(train)
+        base = preset(train.pop("preset", "cpu"))
+        train_config = TrainConfig.from_dict({**base.to_dict(), **train})
+        resources = d.get("resources") or {}
+        _no_unknown(resources, {f.name for f in fields(Resources)}, "resources")
+        for key in ("name", "shapes", "data_sizes"):
+            if key not in d:
+                raise SpecError(f"field {key!r} is required in a sweep spec")
+        return cls(
+            name=d["name"],
+            grammars=tuple(grammars),
+            shapes=tuple(d["shapes"]),
+            data_sizes=tuple(parse_size(x, "data_sizes") for x in d["data_sizes"]),
+            train=train_config,
+            eval_tokens=parse_size(d.get("eval_tokens", 131_072), "eval_tokens"),
+            context_length=d.get("context_length", 256),
+            resources=Resources(**resources),
+            max_failures=d.get("max_failures", 2),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> SweepSpec:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"sweep spec {path} does not exist")
+        text = path.read_text()
+        try:
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise SpecError(
+                f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}"
+            ) from None
+        return cls.from_dict(data)
+
+    def renamed(self, name: str) -> SweepSpec:
+        d = self.to_dict()
+        d["name"] = name
+        return SweepSpec.from_dict(d)
+
+
+def differences(have: dict, want: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two spec dicts (``key: old -> new``)."""
+    out = []
+    for key in sorted(set(have) | set(want), key=str):
+        a, b = have.get(key), want.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def _no_unknown(d: dict, known: set[str], where: str) -> None:
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise SpecError(
+            f"unknown field(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(known))}"
+        )

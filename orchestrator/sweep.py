@@ -1,0 +1,334 @@
+"""Run a sweep: data (Ray Data), training (Ray Tune trials), analysis (live actor, report).
+
+The run directory ``STORAGE/NAME`` holds::
+
+    sweep.json          the resolved spec; another spec under the same name is refused
+    data/<dataset>/     one dataset per grammar, at the sweep's largest data size
+    results.csv         one row per finished or failed run, written as runs end
+    events.log          one line per event (started, finished, retrying, failed)
+    report/             fits, tables and figures, written when the sweep ends
+    tuner.pkl, experiment_state-*.json, <trial dirs>/   Ray Tune's state (restore)
+
+Running the same command again resumes: complete datasets are reused, ``Tuner.restore``
+re-runs only unfinished trials from their last checkpoints, and results.csv is keyed
+by run, so nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from analysis.results import RESULTS_FILE
+
+from .callbacks import EventLog, ResultsTable, append_event, read_rows, result_row, upsert_row
+from .plan import PlannedRun, plan_runs, plan_summary
+from .spec import SweepSpec, differences
+from .storage import RunStore, join, resolve_storage
+
+SPEC_FILE = "sweep.json"
+NAMESPACE = "gzipscale"
+REPORT_BOOTSTRAP = 100
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start as asked (names what to change)."""
+
+
+@dataclass
+class SweepOutcome:
+    run_dir: str
+    runs: int
+    finished: int
+    failed: list[dict]
+    missing: int
+    report: str | None
+    report_note: str
+    wall_s: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# -- helpers picklable by Tune (module level) ---------------------------------------------
+
+
+def trial_resources(config: dict) -> dict:
+    run = config["run"]
+    if run["workers"] > 1:
+        return {"cpu": 1}  # the trial only drives a TorchTrainer that asks for its own GPUs
+    resources = {"cpu": run["cpus"]}
+    if run["gpus"]:
+        resources["gpu"] = run["gpus"]
+    return resources
+
+
+def trial_name(trial) -> str:
+    run = trial.config["run"]
+    return f"{run['dataset']}_{run['shape']}_{run['tokens']}"
+
+
+def trial_dirname(trial) -> str:
+    return f"{trial_name(trial)}_{trial.trial_id}"
+
+
+# -- stages -------------------------------------------------------------------------------
+
+
+def check_spec(store: RunStore, spec: SweepSpec) -> bool:
+    """True if the run directory already holds this spec; raise if it holds another."""
+    if not store.exists(SPEC_FILE):
+        return False
+    have = json.loads(store.read_text(SPEC_FILE))
+    diff = differences(have, spec.to_dict())
+    if diff:
+        shown = "; ".join(diff[:6]) + ("; ..." if len(diff) > 6 else "")
+        raise SweepError(
+            f"a sweep named {spec.name!r} already exists in {store.location} with a different "
+            f"spec ({shown}). Nothing was changed. To start a new sweep, pass --name NEW_NAME "
+            "(or another --storage); to continue the old one, run it with its own spec."
+        )
+    return True
+
+
+def decide_gpu(spec: SweepSpec) -> bool:
+    import ray
+
+    mode = spec.resources.gpu
+    if mode == "yes":
+        return True
+    if mode == "no":
+        return False
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def prepare_data(
+    spec: SweepSpec, store: RunStore, on_progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, dict]:
+    """Stage 1: every grammar's dataset at the largest data size, before any trial starts
+    (Ray Data inside trials deadlocks small clusters). Returns name -> {location, gzip}."""
+    from grammars.dataset import DatasetSpec
+    from grammars.pipeline import generate_dataset
+
+    from .plan import dataset_name
+
+    out = {}
+    for entry in spec.grammars:
+        name = dataset_name(entry)
+        rel = f"data/{name}"
+        dspec = DatasetSpec(
+            grammar=entry.spec,
+            tokens=spec.max_tokens,
+            eval_tokens=spec.eval_tokens,
+            context_length=spec.context_length,
+            sampler=entry.sampler,
+        )
+        progress = (lambda d, t, n=name: on_progress(n, d, t)) if on_progress else None
+        if store.local:
+            manifest = generate_dataset(dspec, store.local_path(rel), on_progress=progress)
+        elif store.exists(f"{rel}/manifest.json"):
+            manifest = json.loads(store.read_text(f"{rel}/manifest.json"))
+        else:
+            with tempfile.TemporaryDirectory() as d:
+                manifest = generate_dataset(dspec, Path(d) / name, on_progress=progress)
+                store.upload_dir(Path(d) / name, rel)
+        out[name] = {
+            "location": join(store.location, rel),
+            "gzip": float(manifest["gzip"]["median"]),
+        }
+    return out
+
+
+def trial_configs(
+    spec: SweepSpec, runs: list[PlannedRun], datasets: dict, run_location: str
+) -> list:
+    configs = []
+    for r in runs:
+        run = r.to_dict()
+        run["gzip"] = datasets[r.dataset]["gzip"]
+        run["data"] = datasets[r.dataset]["location"]
+        configs.append(run)
+    return configs
+
+
+def _tuner(
+    spec: SweepSpec,
+    runs: list[dict],
+    storage: str,
+    run_location: str,
+    use_gpu: bool,
+    callbacks: list,
+    trainable_fn=None,
+):
+    import ray
+    from ray import tune
+
+    from analysis.actor import AnalysisCallback
+
+    from .trial import train_trial
+
+    trainable = tune.with_resources(trainable_fn or train_trial, trial_resources)
+    if tune.Tuner.can_restore(run_location):
+        # Same spec (checked), so the same trials: finished ones are kept, the rest
+        # continue from their last checkpoints, errored ones get another chance.
+        return tune.Tuner.restore(run_location, trainable=trainable, resume_errored=True), True
+    concurrent = spec.resources.max_concurrent_trials
+    if not concurrent and not use_gpu:
+        cpus = ray.cluster_resources().get("CPU", 1)
+        concurrent = max(1, int(cpus // spec.resources.cpus_per_trial))
+    tuner = tune.Tuner(
+        trainable,
+        param_space={
+            "run": tune.grid_search(runs),
+            "train": spec.train.to_dict(),
+            "train_storage": join(run_location, "train"),
+        },
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=concurrent or None,
+            # A new trial process imports torch and the project (~3 s on 2 cores); with
+            # 36 short runs per grammar that was most of a tiny sweep's time.
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[
+                AnalysisCallback(actor_name(spec), NAMESPACE),
+                ResultsTable(run_location),
+                EventLog(run_location),
+                *callbacks,
+            ],
+            verbose=0,
+        ),
+    )
+    return tuner, False
+
+
+def actor_name(spec: SweepSpec) -> str:
+    return f"analysis-{spec.name}"
+
+
+def reconcile(store: RunStore, grid) -> None:
+    """Make results.csv agree with Tune's final state: a run that ended while the driver
+    was down (or whose row write was cut off) still gets exactly one row."""
+    have = read_rows(store)
+    for result in grid:
+        config = result.config or {}
+        if "run" not in config:
+            continue
+        run = config["run"]
+        key = (run["dataset"], run["shape"], int(run["tokens"]))
+        metrics = result.metrics or {}
+        if key in have:
+            continue
+        error = None
+        if result.error is not None:
+            error = (
+                f"{type(result.error).__name__}: {str(result.error).strip().splitlines()[-1][:300]}"
+            )
+        elif "val_loss" not in metrics and metrics.get("status") != "failed":
+            continue  # never started (an interrupted sweep): no row yet
+        row = result_row(metrics.get("trial_id", ""), config, metrics, error)
+        upsert_row(store, row)
+
+
+def write_report(store: RunStore) -> tuple[str | None, str]:
+    from analysis.report import build_report
+
+    try:
+        if store.local:
+            info = build_report(store.local_path(), bootstrap=REPORT_BOOTSTRAP)
+            return info["out"], ""
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / RESULTS_FILE).write_text(store.read_text(RESULTS_FILE))
+            build_report(Path(d), Path(d) / "report", bootstrap=REPORT_BOOTSTRAP)
+            store.upload_dir(Path(d) / "report", "report")
+        return join(store.location, "report"), ""
+    except (ValueError, FileNotFoundError) as exc:
+        return None, str(exc)
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+
+def dry_run(spec: SweepSpec) -> dict:
+    use_gpu = spec.resources.gpu == "yes"
+    return plan_summary(spec, plan_runs(spec, use_gpu), use_gpu)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    storage: str,
+    *,
+    address: str | None = None,
+    callbacks: list | None = None,
+    on_data_progress: Callable[[str, int, int], None] | None = None,
+    say: Callable[[str], None] = print,
+    trainable=None,
+) -> SweepOutcome:
+    """Run (or resume) ``spec`` with its run directory in ``storage``; see the module doc.
+
+    ``callbacks`` are extra Tune callbacks (the live display); ``trainable`` replaces
+    :func:`orchestrator.trial.train_trial` (fault-injection tests wrap it).
+    """
+    import ray
+
+    from analysis.actor import get_or_create_analysis_actor
+    from grammars.pipeline import ensure_ray
+
+    start = time.perf_counter()
+    storage = resolve_storage(storage)
+    run_location = join(storage, spec.name)
+    store = RunStore(run_location)
+    existed = check_spec(store, spec)
+    ensure_ray(address)
+    use_gpu = decide_gpu(spec)
+    runs = plan_runs(spec, use_gpu)
+    if not existed:
+        store.write_text(SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
+    say(
+        f"sweep {spec.name}: {len(runs)} runs ({len(spec.grammars)} grammars x "
+        f"{len(spec.shapes)} shapes x {len(spec.data_sizes)} sizes) in {run_location}"
+        + (" (resuming)" if existed else "")
+    )
+
+    append_event(run_location, f"session {len(runs)} runs")
+    datasets = prepare_data(spec, store, on_data_progress)
+    for name, d in datasets.items():
+        say(f"data {name}: H = {d['gzip']:.3f}")
+
+    options = {"resources": {"head": 0.001}} if "head" in ray.cluster_resources() else {}
+    get_or_create_analysis_actor(actor_name(spec), NAMESPACE, **options)
+    configs = trial_configs(spec, runs, datasets, run_location)
+    tuner, restored = _tuner(
+        spec, configs, storage, run_location, use_gpu, callbacks or [], trainable
+    )
+    if restored:
+        say("resuming the Tune experiment: finished runs are kept, the rest continue")
+    grid = tuner.fit()
+    reconcile(store, grid)
+
+    rows = read_rows(store)
+    planned = {(r.dataset, r.shape, r.tokens) for r in runs}
+    done = {k: v for k, v in rows.items() if k in planned}
+    failed = [v for v in done.values() if v["status"] == "failed"]
+    missing = len(planned - set(done))
+    report, note = (None, "the sweep did not finish") if missing else write_report(store)
+    return SweepOutcome(
+        run_dir=run_location,
+        runs=len(runs),
+        finished=len(done) - len(failed),
+        failed=failed,
+        missing=missing,
+        report=report,
+        report_note=note,
+        wall_s=time.perf_counter() - start,
+    )

@@ -1,0 +1,150 @@
+"""``gzipscale sweep``: plan (``--dry-run``) or run a sweep from a preset or a spec file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_STORAGE = "runs"
+
+
+def load_spec(args: argparse.Namespace):
+    from grammars.spec import SpecError
+
+    from .presets import preset_spec
+    from .spec import SweepSpec
+
+    if bool(args.preset) == bool(args.spec):
+        raise SpecError("give exactly one of --preset NAME or --spec FILE")
+    spec = preset_spec(args.preset) if args.preset else SweepSpec.load(args.spec)
+    if args.name:
+        spec = spec.renamed(args.name)
+    return spec
+
+
+def _fmt_flops(x: float) -> str:
+    return f"{x:.2e}"
+
+
+def print_plan(summary: dict, as_json: bool) -> None:
+    from analysis.commands import json_safe
+
+    if as_json:
+        print(json.dumps(json_safe(summary), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(
+        title=f"sweep {summary['name']}: {summary['runs']} runs, cheapest first",
+        title_justify="left",
+    )
+    for col in ("#", "dataset", "shape", "params", "tokens", "FLOPs", "resources"):
+        table.add_column(
+            col, justify="right" if col in ("#", "params", "tokens", "FLOPs") else "left"
+        )
+    for i, r in enumerate(summary["plan"], 1):
+        table.add_row(
+            str(i),
+            r["dataset"],
+            r["shape"],
+            f"{r['params']:,}",
+            f"{r['tokens']:,}",
+            _fmt_flops(r["flops"]),
+            r["resources"],
+        )
+    console.print(table)
+    console.print(
+        f"total compute {_fmt_flops(summary['total_flops'])} FLOPs (6·N·D); largest run "
+        f"{_fmt_flops(summary['largest_run_flops'])}; GPUs: {'yes' if summary['use_gpu'] else 'no'}\n"
+        f"estimated GPU-hours: {summary['gpu_hours_estimate']:.1f} "
+        f"({summary['gpu_hours_assumption']})"
+    )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import dry_run, run_sweep
+
+    spec = load_spec(args)
+    if args.dry_run:
+        print_plan(dry_run(spec), args.json)
+        return 0
+    say = print if not args.json else (lambda text: print(text, file=sys.stderr))
+    last = {}
+
+    def on_data(name: str, done: int, total: int) -> None:
+        if done == total or done - last.get(name, 0) >= max(1, total // 10):
+            last[name] = done
+            say(f"data {name}: {done}/{total} blocks")
+
+    from .storage import is_uri, join, resolve_storage
+    from .watch import LiveDisplay
+
+    storage = resolve_storage(args.storage)
+    display = None
+    if not args.json and not is_uri(storage):
+        # The live display (terminal) or plain event lines and summaries (logs, pipes),
+        # read from the run directory like `gzipscale watch`.
+        display = LiveDisplay(Path(join(storage, spec.name)), spec.name, offline_fits=False)
+    try:
+        if display is not None:
+            display.start()
+        outcome = run_sweep(spec, storage, address=args.address, on_data_progress=on_data, say=say)
+    finally:
+        if display is not None:
+            display.stop()
+    payload = outcome.to_dict()
+    if args.json:
+        from analysis.commands import json_safe
+
+        print(json.dumps(json_safe(payload), indent=2))
+    else:
+        print(
+            f"sweep {spec.name}: {outcome.finished} finished, {len(outcome.failed)} failed, "
+            f"{outcome.missing} not run, of {outcome.runs}, in {outcome.wall_s:.0f} s\n"
+            f"results: {os.path.join(outcome.run_dir, 'results.csv')}"
+        )
+        for row in outcome.failed:
+            print(f"  failed: {row['dataset']} {row['shape']} D={row['tokens']}: {row['reason']}")
+        if outcome.report:
+            print(f"report: {outcome.report}/report.md")
+        elif outcome.report_note:
+            print(f"no report: {outcome.report_note}")
+    if outcome.missing:
+        print(
+            f"gzipscale sweep: {outcome.missing} runs did not finish; run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a scaling-law sweep (grammars x shapes x data sizes) on Ray Tune; resumable",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", help="smoke, tiny or paper")
+    src.add_argument("--spec", metavar="FILE", help="a sweep spec (TOML, or a saved sweep.json)")
+    p.add_argument("--name", help="sweep name (default: the spec's); the run directory's name")
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        metavar="DIR_OR_URI",
+        help=f"where run directories go: a path (default ./{DEFAULT_STORAGE}) or a URI such as "
+        "s3://bucket/sweeps (needed for multi-node clusters)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the plan and its cost; run nothing"
+    )
+    p.add_argument(
+        "--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded cluster)"
+    )
+    p.add_argument("--json", action="store_true", help="print the plan or the outcome as JSON")
+    p.set_defaults(func=cmd_sweep)

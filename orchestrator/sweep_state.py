@@ -1,0 +1,315 @@
+"""What a sweep looks like now, read from its run directory (and the analysis actor).
+
+:func:`collect` builds a :class:`SweepView` from files any process can read: the spec
+(``sweep.json``), ``results.csv``, ``events.log`` and the last result each Tune trial
+wrote (its progress). It works for a running, finished or killed sweep, with or without
+a cluster. Fits come from the live analysis actor when one is reachable, else from
+fitting results.csv here (:class:`OfflineFits`, refitted only when the table changes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analysis.results import RESULTS_FILE
+
+from .callbacks import EVENTS_FILE
+from .plan import plan_runs
+from .spec import SweepSpec
+
+SPEC_FILE = "sweep.json"
+PENDING, RUNNING, FINISHED, FAILED = "pending", "running", "finished", "failed"
+EVENT_LINE = re.compile(r"^(\S+) (\S+)\s+(\S+) (\S+) D=(\d+)(?:: (.*))?$")
+SESSION_LINE = re.compile(r"^(\S+) session\s+(.*)$")
+LOG_KEEP = 200
+
+
+@dataclass
+class RunView:
+    run_id: str
+    dataset: str
+    grammar: str
+    shape: str
+    params: int
+    tokens: int
+    flops: float
+    state: str = PENDING
+    val_loss: float | None = None
+    step: int = 0
+    steps: int = 0
+    retries: int = 0
+    reason: str = ""
+
+    @property
+    def progress(self) -> float:
+        if self.state == FINISHED or self.state == FAILED:
+            return 1.0
+        return self.step / self.steps if self.steps else 0.0
+
+
+@dataclass
+class DatasetView:
+    name: str
+    grammar: str
+    seed: int
+    gzip: float | None
+    fit: dict | None = None  # E, A, B, alpha, beta
+    intervals: dict | None = None  # key -> [lo, hi]
+    frontier: dict | None = None  # a, tokens_per_parameter, budget
+    note: str = ""
+
+
+@dataclass
+class SweepView:
+    name: str
+    run_dir: str
+    shapes: list[str]
+    sizes: list[int]
+    runs: list[RunView]
+    datasets: list[DatasetView]
+    events: list[str]
+    started: float | None  # epoch seconds of the current (or last) session
+    first_started: float | None
+    last_event: float | None
+    regression: dict | None = None
+    regression_note: str = ""
+    cluster: dict | None = None  # nodes, CPU/GPU total and in use
+    source: str = "files"  # "actor" when fits come from the live analysis actor
+    now: float = field(default_factory=time.time)
+
+    def count(self, state: str) -> int:
+        return sum(r.state == state for r in self.runs)
+
+    @property
+    def total_flops(self) -> float:
+        return sum(r.flops for r in self.runs)
+
+    @property
+    def done_flops(self) -> float:
+        return sum(r.flops * r.progress for r in self.runs if r.state != FAILED) + sum(
+            r.flops for r in self.runs if r.state == FAILED
+        )
+
+    @property
+    def finished_all(self) -> bool:
+        return all(r.state in (FINISHED, FAILED) for r in self.runs)
+
+    def elapsed(self) -> float | None:
+        if self.first_started is None:
+            return None
+        end = self.last_event if self.finished_all and self.last_event else self.now
+        return max(0.0, end - self.first_started)
+
+    def eta(self, session_done_flops: float | None = None) -> float | None:
+        """Seconds left at the FLOPs rate measured in this session (not by run counts:
+        the last runs are the most expensive)."""
+        if self.finished_all or self.started is None:
+            return None
+        spent = self.now - self.started
+        done = self.done_flops if session_done_flops is None else session_done_flops
+        if spent <= 0 or done <= 0:
+            return None
+        return (self.total_flops - self.done_flops) / (done / spent)
+
+    def grid(self, dataset: str) -> dict[tuple[str, int], RunView]:
+        return {(r.shape, r.tokens): r for r in self.runs if r.dataset == dataset}
+
+
+def _iso(text: str) -> float | None:
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def _last_json_line(path: Path) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 16384))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_events(run_dir: Path) -> list[str]:
+    path = run_dir / EVENTS_FILE
+    if not path.exists():
+        return []
+    return path.read_text(errors="replace").splitlines()
+
+
+def collect(
+    run_dir: str | Path, fits: dict | None = None, cluster: dict | None = None
+) -> SweepView:
+    """The sweep in ``run_dir`` now. ``fits`` is an analysis snapshot (the actor's, or
+    :meth:`OfflineFits.snapshot`); ``cluster`` the cluster's resources, if attached."""
+    from analysis.results import read_results_csv
+
+    from .plan import dataset_name
+
+    run_dir = Path(run_dir)
+    spec_path = run_dir / SPEC_FILE
+    if not spec_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a sweep run directory (no {SPEC_FILE})")
+    spec = SweepSpec.from_dict(json.loads(spec_path.read_text()))
+    planned = plan_runs(spec, use_gpu=False)
+    runs = {
+        (p.dataset, p.shape, p.tokens): RunView(
+            p.run_id, p.dataset, p.grammar, p.shape, p.params, p.tokens, p.flops
+        )
+        for p in planned
+    }
+    h: dict[str, float] = {}
+
+    # Events: started / retrying / finished / failed, and session starts.
+    events = read_events(run_dir)
+    started = first_started = last_event = None
+    for line in events:
+        m = SESSION_LINE.match(line)
+        if m:
+            t = _iso(m.group(1))
+            started = t
+            first_started = first_started or t
+            continue
+        m = EVENT_LINE.match(line)
+        if not m:
+            continue
+        last_event = _iso(m.group(1)) or last_event
+        key = (m.group(3), m.group(4), int(m.group(5)))
+        run = runs.get(key)
+        if run is None:
+            continue
+        event = m.group(2)
+        if event == "started" and run.state == PENDING:
+            run.state = RUNNING
+        elif event == "retrying":
+            run.retries += 1
+            run.state = RUNNING
+            run.reason = m.group(6) or ""
+
+    # Progress of running trials: the last result Tune wrote for each.
+    for trial_dir in run_dir.iterdir() if run_dir.is_dir() else []:
+        if not trial_dir.is_dir() or not (trial_dir / "params.json").exists():
+            continue
+        try:
+            config = json.loads((trial_dir / "params.json").read_text()).get("run", {})
+        except ValueError:
+            continue
+        run = runs.get((config.get("dataset"), config.get("shape"), config.get("tokens")))
+        if run is None:
+            continue
+        h.setdefault(run.dataset, config.get("gzip"))
+        last = _last_json_line(trial_dir / "result.json")
+        if last:
+            run.step, run.steps = int(last.get("step", 0) or 0), int(last.get("steps", 0) or 0)
+            if run.state == PENDING:
+                run.state = RUNNING
+
+    # Ended runs: results.csv is the truth.
+    if (run_dir / RESULTS_FILE).exists():
+        for row in read_results_csv(run_dir / RESULTS_FILE):
+            r = row.to_dict()
+            run = runs.get((r["dataset"], r["shape"], r["tokens"]))
+            if run is None:
+                continue
+            h[run.dataset] = r["gzip"]
+            run.state = FINISHED if r["status"] == "finished" else FAILED
+            run.val_loss = None if math.isnan(r["val_loss"]) else r["val_loss"]
+            run.reason = r["reason"]
+
+    datasets = []
+    fit_sets = (fits or {}).get("datasets", {})
+    for entry in spec.grammars:
+        name = dataset_name(entry)
+        manifest = run_dir / "data" / name / "manifest.json"
+        gzip = h.get(name)
+        if gzip is None and manifest.exists():
+            gzip = json.loads(manifest.read_text())["gzip"]["median"]
+        view = DatasetView(name, entry.grammar, entry.seed, gzip)
+        f = fit_sets.get(name)
+        if f:
+            view.fit, view.intervals = f.get("fit"), f.get("intervals")
+            view.frontier, view.note = f.get("frontier"), f.get("reason") or ""
+        datasets.append(view)
+
+    return SweepView(
+        name=spec.name,
+        run_dir=str(run_dir),
+        shapes=list(spec.shapes),
+        sizes=sorted({p.tokens for p in planned}),
+        runs=list(runs.values()),
+        datasets=datasets,
+        events=[e for e in events if not SESSION_LINE.match(e)][-LOG_KEEP:],
+        started=started,
+        first_started=first_started,
+        last_event=last_event,
+        regression=(fits or {}).get("regression"),
+        regression_note=(fits or {}).get("regression_note", ""),
+        cluster=cluster,
+        source=(fits or {}).get("source", "files"),
+    )
+
+
+class OfflineFits:
+    """Fits of a run directory's results.csv without a cluster, refitted in a background
+    thread whenever the table changes (a fit with intervals takes seconds)."""
+
+    def __init__(self, run_dir: str | Path, bootstrap: int = 20):
+        self.path = Path(run_dir) / RESULTS_FILE
+        self.bootstrap = bootstrap
+        self._snapshot: dict = {"datasets": {}, "regression": None, "source": "files"}
+        self._seen = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def snapshot(self) -> dict:
+        stamp = self.path.stat().st_mtime_ns if self.path.exists() else None
+        if stamp != self._seen and (self._thread is None or not self._thread.is_alive()):
+            self._seen = stamp
+            self._thread = threading.Thread(target=self._refit, daemon=True)
+            self._thread.start()
+        with self._lock:
+            return self._snapshot
+
+    def wait(self, timeout: float = 120.0) -> dict:
+        """Block until the current refit is done (tests, one-shot output)."""
+        self.snapshot()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._snapshot
+
+    def _refit(self) -> None:
+        snap = offline_fits(self.path.parent, self.bootstrap)
+        with self._lock:
+            self._snapshot = snap
+
+
+def offline_fits(run_dir: Path, bootstrap: int) -> dict:
+    from analysis.commands import DEFAULT_BUDGET, fit_report
+
+    out: dict = {"datasets": {}, "regression": None, "source": "files"}
+    try:
+        result = fit_report(run_dir, bootstrap=bootstrap, seed=0, budget=DEFAULT_BUDGET)
+    except (FileNotFoundError, ValueError) as exc:
+        out["regression_note"] = str(exc)
+        return out
+    for name, d in result["datasets"].items():
+        out["datasets"][name] = {
+            "fit": {k: d[k] for k in ("E", "A", "B", "alpha", "beta")},
+            "intervals": d.get("ci"),
+            "frontier": d.get("frontier"),
+        }
+    for name, reason in result["skipped"].items():
+        out["datasets"][name] = {"reason": reason}
+    out["regression"] = result["regression"]
+    out["regression_note"] = result.get("regression_note") or ""
+    return out

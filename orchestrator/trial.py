@@ -1,0 +1,131 @@
+"""The Ray Tune trainable: one planned run, through the trainers' single training function.
+
+Tune calls :func:`train_trial` with ``config = {"run": PlannedRun dict plus the dataset's
+location and H, "train": TrainConfig dict, "train_storage": where Ray Train keeps runs}``. The run trains in the trial
+process (one device), or, for ``workers > 1``, in a Ray Train ``TorchTrainer`` that the
+trial launches and waits for (DDP over GPUs); both call :func:`trainers.train.train_run`.
+
+A run that diverges or cannot fit in memory ends its trial normally with
+``status="failed"`` and a reason: retrying a deterministic failure would only burn the
+retry budget. Crashes (a lost node, a killed process) raise, and Tune retries them from
+the last checkpoint (``FailureConfig``).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from trainers.config import TrainConfig
+from trainers.memory import MemoryTooSmall
+from trainers.session import CHECKPOINT_FILE, Session, load_state
+from trainers.train import FAILED, RunSpec, train_run
+
+from .storage import local_dataset
+
+PROGRESS_EVERY_S = 5.0  # plain (checkpoint-free) progress reports, for the live display
+
+
+class TuneSession(Session):
+    """Checkpoints through ``tune.report(..., checkpoint=...)``; restore via ``get_checkpoint``."""
+
+    def __init__(self):
+        self._last_progress = 0.0
+
+    def latest_checkpoint(self) -> dict | None:
+        ckpt = tune.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d:
+            return load_state(Path(d) / CHECKPOINT_FILE)
+
+    def save(self, state: dict, metrics: dict) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, Path(d) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        self._last_progress = time.monotonic()
+
+    def report(self, metrics: dict) -> None:
+        tune.report(metrics)
+
+    def progress(self, metrics: dict) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY_S:
+            self._last_progress = now
+            tune.report({**metrics, "status": "running"})
+
+
+def run_spec(config: dict) -> RunSpec:
+    run = config["run"]
+    data = local_dataset(run["data"])
+    return RunSpec(str(data), run["shape"], run["tokens"], TrainConfig.from_dict(config["train"]))
+
+
+def train_trial(config: dict) -> None:
+    run = config["run"]
+    if run["workers"] > 1:
+        _train_distributed(config)
+        return
+    session = TuneSession()
+    try:
+        spec = run_spec(config)
+        # The device is an operational setting (not part of the run's identity): a run
+        # checkpointed on one node may resume on another.
+        spec = RunSpec(
+            spec.data, spec.model, spec.tokens, spec.config.with_overrides(device=_device_for(run))
+        )
+        result = train_run(spec, session=session, on_step=session.progress)
+    except MemoryTooSmall as exc:
+        tune.report({"status": FAILED, "reason": str(exc), "val_loss": math.nan, "step": 0})
+        return
+    if result.status == FAILED:
+        return  # train_run reported the failure with its reason
+    if result.tokens != run["tokens"]:
+        raise RuntimeError(f"trained {result.tokens} tokens, planned {run['tokens']}")
+
+
+def _device_for(run: dict) -> str:
+    return "cuda" if run["gpus"] > 0 else "cpu"
+
+
+# -- several GPUs: Ray Train, launched from the trial ----------------------------------------
+
+
+def _train_worker(config: dict) -> None:
+    """Runs on every TorchTrainer worker; the process group is set up by Ray Train."""
+    from trainers.session import RayTrainSession
+
+    spec = run_spec(config)
+    spec = RunSpec(spec.data, spec.model, spec.tokens, spec.config.with_overrides(device="cuda"))
+    train_run(spec, session=RayTrainSession())
+
+
+def _train_distributed(config: dict) -> None:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    run = config["run"]
+    context = tune.get_context()
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=run["workers"],
+            use_gpu=True,
+            resources_per_worker={"CPU": run["cpus"], "GPU": 1},
+        ),
+        run_config=ray.train.RunConfig(
+            # Deterministic name: a retried trial finds the Train run and its checkpoints.
+            name=f"train-{context.get_trial_id()}",
+            storage_path=config["train_storage"],
+            failure_config=ray.train.FailureConfig(max_failures=2),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()

@@ -1,0 +1,277 @@
+"""``gzipscale watch RUN``, and the live display ``gzipscale sweep`` shows.
+
+Attached to a cluster (``--address``, ``RAY_ADDRESS`` or ``auto``) the fits come from
+the sweep's live analysis actor and the header shows the cluster's nodes and devices;
+with no cluster reachable everything is read from the run directory, so ``watch`` also
+works after ``ray job submit``, and on a finished or killed sweep. Ctrl-C detaches; it
+never stops the sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .sweep_state import OfflineFits, collect
+
+REFRESH_S = 0.5
+NAMESPACE = "gzipscale"
+
+
+def cluster_info() -> dict | None:
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    try:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    except Exception:  # the cluster went away mid-watch: show what the files say
+        return None
+    return {
+        "nodes": nodes,
+        "cpu": total.get("CPU", 0.0),
+        "cpu_used": total.get("CPU", 0.0) - free.get("CPU", 0.0),
+        "gpu": total.get("GPU", 0.0),
+        "gpu_used": total.get("GPU", 0.0) - free.get("GPU", 0.0),
+    }
+
+
+class FitSource:
+    """The sweep's analysis actor if reachable, else offline fits of results.csv."""
+
+    def __init__(self, run_dir: Path, name: str, offline: bool = True):
+        # offline=False inside the sweep's own process: fitting there would take CPU from
+        # the trials, and the actor does the same fits anyway.
+        self.offline = OfflineFits(run_dir) if offline else None
+        self.name = name
+        self._actor = None
+        self._tried = 0.0
+
+    def attach(self) -> bool:
+        import ray
+
+        self._tried = time.monotonic()
+        if not ray.is_initialized():
+            return False
+        try:
+            self._actor = ray.get_actor(f"analysis-{self.name}", namespace=NAMESPACE)
+        except ValueError:
+            self._actor = None
+        return self._actor is not None
+
+    def snapshot(self) -> dict:
+        if self._actor is None and time.monotonic() - self._tried > 2.0:
+            self.attach()
+        if self._actor is not None:
+            import ray
+
+            try:
+                snap = ray.get(self._actor.snapshot.remote(), timeout=5)
+            except Exception:
+                self._actor = None
+            else:
+                return _actor_fits(snap)
+        if self.offline is None:
+            return {"datasets": {}, "regression": None, "source": "actor"}
+        return self.offline.snapshot()
+
+
+def _actor_fits(snap: dict) -> dict:
+    out = {"datasets": {}, "source": "actor"}
+    for name, d in (snap.get("datasets") or {}).items():
+        if d.get("status") == "fitted":
+            out["datasets"][name] = {
+                "fit": d.get("fit"),
+                "intervals": d.get("intervals"),
+                "frontier": d.get("frontier"),
+            }
+        else:
+            out["datasets"][name] = {"reason": d.get("reason") or d.get("status", "")}
+    out["regression"] = snap.get("regression")
+    out["regression_note"] = snap.get("regression_note") or ""
+    return out
+
+
+class LiveDisplay:
+    """Refreshes a rich Live display (terminal) or prints plain lines (anything else)
+    from the run directory, in a background thread, until stopped."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        name: str,
+        console=None,
+        plain: bool | None = None,
+        offline_fits: bool = True,
+    ):
+        from rich.console import Console
+
+        from .display import PlainReporter
+
+        self.run_dir = Path(run_dir)
+        self.console = console or Console()
+        self.plain = (not self.console.is_terminal) if plain is None else plain
+        self.fits = FitSource(self.run_dir, name, offline=offline_fits)
+        self.reporter = PlainReporter(write=lambda line: print(line, flush=True))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live = None
+
+    def view(self):
+        return collect(self.run_dir, fits=self.fits.snapshot(), cluster=cluster_info())
+
+    def renderable(self):
+        from .display import render
+
+        return render(self.view(), self.console.width)
+
+    def start(self) -> LiveDisplay:
+        if not self.plain:
+            from rich.live import Live
+
+            self._live = Live(
+                console=self.console,
+                refresh_per_second=4,
+                redirect_stdout=True,
+                redirect_stderr=True,
+                transient=False,
+                get_renderable=self._safe_renderable,
+            )
+            self._live.start()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _safe_renderable(self):
+        from rich.text import Text
+
+        try:
+            return self._latest
+        except AttributeError:
+            return Text("waiting for the sweep…")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(REFRESH_S)
+
+    def tick(self) -> None:
+        try:
+            view = self.view()
+        except FileNotFoundError:
+            return  # the run directory is still being created
+        if self.plain:
+            self.reporter.update(view)
+        else:
+            from .display import render
+
+            self._latest = render(view, self.console.width)
+
+    def stop(self, final: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if final:
+            try:
+                view = self.view()
+            except FileNotFoundError:
+                view = None
+            if view is not None:
+                if self.plain:
+                    self.reporter.update(view, force_summary=True)
+                else:
+                    from .display import render
+
+                    self._latest = render(view, self.console.width)
+        if self._live is not None:
+            self._live.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def resolve_run_dir(run: str) -> Path:
+    path = Path(run)
+    if (path / "sweep.json").exists():
+        return path
+    under = Path("runs") / run
+    if (under / "sweep.json").exists():
+        return under
+    raise FileNotFoundError(
+        f"{run} is not a sweep run directory (no sweep.json there or in runs/{run}); "
+        "give the path printed by `gzipscale sweep`"
+    )
+
+
+def _connect(address: str | None) -> bool:
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        return False
+    import ray
+
+    try:
+        ray.init(address=address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False)
+    except Exception:  # no cluster there: watch from the files
+        return False
+    return True
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    run_dir = resolve_run_dir(args.run)
+    name = json.loads((run_dir / "sweep.json").read_text())["name"]
+    attached = _connect(args.address)
+    console = Console()
+    display = LiveDisplay(run_dir, name, console=console, plain=args.plain or None)
+    if args.once:
+        if display.plain:
+            display.fits.offline.wait()
+            display.reporter.update(display.view(), force_summary=True)
+        else:
+            display.fits.offline.wait()
+            console.print(display.renderable())
+        return 0
+    where = "attached to the cluster" if attached else "reading the run directory"
+    print(f"watching {run_dir} ({where}); Ctrl-C detaches, the sweep goes on", file=sys.stderr)
+    display.start()
+    try:
+        while True:
+            time.sleep(REFRESH_S)
+            view = display.view()
+            if view.finished_all and not args.follow:
+                break
+    except KeyboardInterrupt:
+        display.stop(final=False)
+        print("detached; the sweep goes on", file=sys.stderr)
+        return 0
+    if display.fits.offline is not None:
+        display.fits.offline.wait()
+    display.stop()
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "watch", help="live view of a sweep (its grid, fits and events); Ctrl-C only detaches"
+    )
+    p.add_argument("run", metavar="RUN", help="run directory (STORAGE/NAME) or a name under runs/")
+    p.add_argument(
+        "--address",
+        help="Ray cluster to attach to for live fits (default: RAY_ADDRESS; 'auto' finds a "
+        "local one); without one, everything is read from the run directory",
+    )
+    p.add_argument("--once", action="store_true", help="print the current state once and exit")
+    p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
+    p.add_argument("--follow", action="store_true", help="keep watching after every run has ended")
+    p.set_defaults(func=cmd_watch)

@@ -1,0 +1,107 @@
+"""A training run's directory: its spec, checkpoints, result and loss-curve figure.
+
+RUN_DIR/run.json           the RunSpec, written first; a different spec is refused
+RUN_DIR/checkpoints/       step-NNNNNNNN.pt, newest two kept (trainers.session)
+RUN_DIR/result.json        written last, atomically: its presence means "done"
+RUN_DIR/loss.png           training-loss curve with the held-out loss
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .train import RunResult, RunSpec, TrainError
+
+SPEC_FILE = "run.json"
+RESULT_FILE = "result.json"
+FIGURE_FILE = "loss.png"
+
+
+def atomic_write_json(path: Path, payload: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, allow_nan=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _differences(have: dict, want: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(have) | set(want)):
+        a, b = have.get(key), want.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} there, {b!r} now")
+    return out
+
+
+def prepare_run_dir(run_dir: Path, spec: RunSpec) -> dict | None:
+    """Create ``run_dir`` for ``spec``, or accept it if it holds the same spec.
+
+    Returns the finished result if the run is already done. Raises TrainError, naming
+    what differs, if the directory holds another run: nothing there is touched.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = run_dir / SPEC_FILE
+    want = spec.to_dict()
+    if spec_path.exists():
+        have = RunSpec.from_dict(json.loads(spec_path.read_text()))
+        diff = _differences(have.identity(), spec.identity())
+        if diff:
+            raise TrainError(
+                f"{run_dir} holds a different run ({'; '.join(diff[:4])}); "
+                "choose a new --out directory, or delete this one to start over"
+            )
+        result_path = run_dir / RESULT_FILE
+        if result_path.exists():
+            return json.loads(result_path.read_text())
+        return None
+    if any(run_dir.iterdir()):
+        raise TrainError(f"{run_dir} is not empty and is not a training run directory")
+    atomic_write_json(spec_path, want)
+    return None
+
+
+def write_result(run_dir: Path, result: RunResult) -> None:
+    atomic_write_json(run_dir / RESULT_FILE, result.to_dict())
+
+
+def plot_curve(run_dir: Path, result: dict) -> Path | None:
+    """Training loss against tokens (log x), the held-out loss as a marker at the end."""
+    curve = result.get("curve") or []
+    if not curve:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot([p["tokens"] for p in curve], [p["train_loss"] for p in curve], label="training loss")
+    if result.get("status") == "finished":
+        ax.scatter(
+            [result["tokens"]],
+            [result["val_loss"]],
+            color="C3",
+            zorder=3,
+            label=f"held-out loss {result['val_loss']:.4f}",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(f"{result['model']} on {result['dataset']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = run_dir / FIGURE_FILE
+    fig.savefig(path)
+    plt.close(fig)
+    return path
