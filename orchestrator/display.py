@@ -78,12 +78,18 @@ def _cell(run, wide: bool) -> Text:
     return Text("·", style="dim")
 
 
+def _num(value, spec: str = ".3g") -> str:
+    """A number for the display; a fit can hold None (a NaN in JSON)."""
+    return "—" if value is None else format(value, spec)
+
+
 def _interval(view_intervals, key: str) -> str:
     if not view_intervals or key not in view_intervals or view_intervals[key] is None:
         return ""
-    lo, hi = view_intervals[key]
-    if lo is None or hi is None:
+    bounds = view_intervals[key]
+    if not isinstance(bounds, list | tuple) or len(bounds) != 2 or None in bounds:
         return ""
+    lo, hi = bounds
     return f" [{lo:.3g}, {hi:.3g}]"
 
 
@@ -93,7 +99,7 @@ def fit_text(ds, wide: bool) -> Text:
         return Text(f"fit: {note}", style="dim")
     f, iv = ds.fit, ds.intervals
     law = "  ".join(
-        f"{label}={f[key]:.3g}{_interval(iv, key) if wide else ''}"
+        f"{label}={_num(f.get(key))}{_interval(iv, key) if wide else ''}"
         for key, label in (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "α"), ("beta", "β"))
     )
     frontier = ""
@@ -104,7 +110,7 @@ def fit_text(ds, wide: bool) -> Text:
         if a is not None:
             frontier = f"a=β/(α+β)={a:.3f}{_interval(iv, 'a')}"
         if tpp is not None:
-            frontier += f"  D/N={tpp:.3g} at C={budget:.0e}"
+            frontier += f"  D/N={tpp:.3g} at C={budget or REFERENCE_BUDGET:.0e}"
     sep = "   " if wide else "\n"
     return Text(f"fit: {law}{sep}{frontier}".rstrip())
 
@@ -145,6 +151,8 @@ def frontier_shift(regression: dict) -> tuple[float, float, float, float] | None
 
     def at(key, h):
         t = terms[key]
+        if t.get("intercept") is None or t.get("slope") is None:
+            return float("nan")
         return t["intercept"] + t["slope"] * h
 
     def a(h):
@@ -164,12 +172,12 @@ def regression_panel(view: SweepView, wide: bool) -> Panel | None:
     lines = []
     for key, label in (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "α"), ("beta", "β")):
         t = reg["terms"].get(key)
-        if not t:
+        if not t or t.get("intercept") is None or t.get("slope") is None:
             continue
         lines.append(
             f"{label} = {t['intercept']:.3g} {'+' if t['slope'] >= 0 else '-'} "
-            f"{abs(t['slope']):.3g}·H   p={t['pvalue']:.2g}"
-            + (f"  R²={t['r_squared']:.2f}" if wide else "")
+            f"{abs(t['slope']):.3g}·H   p={_num(t.get('pvalue'), '.2g')}"
+            + (f"  R²={_num(t.get('r_squared'), '.2f')}" if wide else "")
         )
     shift = frontier_shift(reg)
     if shift:

@@ -143,9 +143,8 @@ def prepare_data(
     return out
 
 
-def trial_configs(
-    spec: SweepSpec, runs: list[PlannedRun], datasets: dict, run_location: str
-) -> list:
+def trial_configs(runs: list[PlannedRun], datasets: dict) -> list[dict]:
+    """Each planned run with its dataset's location and H (known after stage 1)."""
     configs = []
     for r in runs:
         run = r.to_dict()
@@ -307,7 +306,7 @@ def run_sweep(
 
     options = {"resources": {"head": 0.001}} if "head" in ray.cluster_resources() else {}
     get_or_create_analysis_actor(actor_name(spec), NAMESPACE, **options)
-    configs = trial_configs(spec, runs, datasets, run_location)
+    configs = trial_configs(runs, datasets)
     tuner, restored = _tuner(
         spec, configs, storage, run_location, use_gpu, callbacks or [], trainable
     )

@@ -66,6 +66,14 @@ def print_plan(summary: dict, as_json: bool) -> None:
     )
 
 
+def _quiet_tune() -> None:
+    """Our display replaces Tune's console output (its experiment box, TensorBoard hint)."""
+    import logging
+
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import dry_run, run_sweep
 
@@ -85,6 +93,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .watch import LiveDisplay
 
     storage = resolve_storage(args.storage)
+    _quiet_tune()
     display = None
     if not args.json and not is_uri(storage):
         # The live display (terminal) or plain event lines and summaries (logs, pipes),

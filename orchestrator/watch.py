@@ -156,8 +156,14 @@ class LiveDisplay:
             return Text("waiting for the sweep…")
 
     def _loop(self) -> None:
+        warned = False
         while not self._stop.is_set():
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # a display bug must never take the display down
+                if not warned:
+                    warned = True
+                    print(f"live display: {type(exc).__name__}: {exc}", file=sys.stderr)
             self._stop.wait(REFRESH_S)
 
     def tick(self) -> None:

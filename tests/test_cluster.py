@@ -50,14 +50,9 @@ GPU_INSTANCE_PREFIXES = ("g4dn.", "g5.", "g6.", "g6e.", "p3.", "p4d.", "p5.")
 
 # What test_job_submit_working_dir runs, and the file it must leave behind. `{out}` is an
 # absolute directory: the job runs inside a temporary copy of the working dir, so relative
-# outputs would be lost. Swap in the smoke sweep once it exists, e.g.
-#   JOB_ENTRYPOINT = "gzipscale sweep --preset smoke --storage {out}/sweeps"
-#   JOB_RESULT = "sweeps/<experiment>/..."  (a file the sweep writes when it is done)
-JOB_ENTRYPOINT = (
-    "gzipscale data --grammar 3,300,2,2 --seed 0 --tokens 20K --eval-tokens 10K "
-    "--out {out}/dataset --json"
-)
-JOB_RESULT = "dataset/manifest.json"
+# outputs would be lost.
+JOB_ENTRYPOINT = "gzipscale sweep --preset smoke --storage {out}/sweeps --json"
+JOB_RESULT = "sweeps/smoke/results.csv"
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,6 +323,7 @@ def test_job_submit_working_dir(own_cluster, tmp_path):
     assert job["runtime_env"]["working_dir"].startswith("gcs://_ray_pkg_")
     result = out / JOB_RESULT
     assert result.is_file(), f"{result} missing; job output:\n{_tail(submit.stdout)}"
-    if JOB_RESULT.endswith("manifest.json"):
-        manifest = json.loads(result.read_text())
-        assert manifest["tokens"] >= 20_000 and manifest["eval"]["tokens"] >= 10_000
+    from analysis.results import read_results_csv
+
+    rows = read_results_csv(result)
+    assert len(rows) == 8 and {r.status for r in rows} == {"finished"}

@@ -54,7 +54,9 @@ class TrainConfig:
     vocab_size: int = 0  # 0 = the dataset's own vocabulary
     param_count: str = "total"  # which N the run reports as ``params_counted``
     device: str = "auto"
-    compile: str = "auto"  # "auto": torch.compile on CUDA only (CPU compile costs more than it saves on tiny runs)
+    compile: str = (
+        "auto"  # "auto": on CUDA; on CPU for long small-vocabulary runs (train.wants_compile)
+    )
     log_points: int = 200  # about this many points on the training-loss curve
 
     def __post_init__(self) -> None:
