@@ -43,6 +43,18 @@ def fmt_count(n: float) -> str:
 
 
 def header_line(view: SweepView) -> str:
+    """The header as one line (plain output)."""
+    return " · ".join(header_parts(view))
+
+
+def header_text(view: SweepView) -> Text:
+    """The header as two lines, each short enough for 80 columns (a wrapped line in a
+    live display leaves stale rows behind on some terminals)."""
+    parts = header_parts(view)
+    return Text(" · ".join(parts[:3]) + "\n" + " · ".join(parts[3:]), style="bold")
+
+
+def header_parts(view: SweepView) -> list[str]:
     total = len(view.runs)
     done, running, failed = view.count(FINISHED), view.count(RUNNING), view.count(FAILED)
     flops = view.done_flops / view.total_flops if view.total_flops else 0.0
@@ -51,16 +63,16 @@ def header_line(view: SweepView) -> str:
         f"sweep {view.name}",
         f"elapsed {fmt_duration(view.elapsed())}",
         f"runs {done} done / {running} running / {failed} failed / {total}",
-        f"FLOPs {view.done_flops:.2e} / {view.total_flops:.2e} ({flops:.0%})",
+        f"FLOPs {view.done_flops:.2e}/{view.total_flops:.2e} ({flops:.0%})",
         "finished" if view.finished_all else f"ETA {fmt_duration(eta)}",
     ]
     if view.cluster:
         c = view.cluster
         parts.append(
-            f"cluster {c['nodes']} node{'s' if c['nodes'] != 1 else ''}, "
+            f"{c['nodes']} node{'s' if c['nodes'] != 1 else ''}, "
             f"CPU {c['cpu_used']:g}/{c['cpu']:g}, GPU {c['gpu_used']:g}/{c['gpu']:g}"
         )
-    return " · ".join(parts)
+    return parts
 
 
 def _cell(run, wide: bool) -> Text:
@@ -211,7 +223,7 @@ def events_panel(view: SweepView, width: int) -> Panel:
 
 def render(view: SweepView, width: int):
     wide = width >= WIDE
-    parts = [Text(header_line(view), style="bold")]
+    parts = [header_text(view)]
     parts += [grammar_panel(view, ds, wide) for ds in view.datasets]
     reg = regression_panel(view, wide)
     if reg is not None:

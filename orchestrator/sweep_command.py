@@ -70,6 +70,9 @@ def _quiet_tune() -> None:
     """Our display replaces Tune's console output (its experiment box, TensorBoard hint)."""
     import logging
 
+    # Tune's newer console output prints an experiment box and a TensorBoard hint even at
+    # verbose=0; the classic reporter at verbose=0 prints nothing.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     for name in ("ray.tune", "ray.train", "ray.air"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -64,6 +64,17 @@ class FitSource:
             self._actor = None
         return self._actor is not None
 
+    def settle(self, timeout: float = 15.0) -> None:
+        """Let the actor finish the refit of the last results (for the final frame)."""
+        if self._actor is None:
+            return
+        import ray
+
+        try:
+            ray.get(self._actor.wait_for_idle.remote(timeout), timeout=timeout + 5)
+        except Exception:
+            pass  # the final frame then shows the fits as they are
+
     def snapshot(self) -> dict:
         if self._actor is None and time.monotonic() - self._tried > 2.0:
             self.attach()
@@ -183,6 +194,7 @@ class LiveDisplay:
         if self._thread is not None:
             self._thread.join(5)
         if final:
+            self.fits.settle()
             try:
                 view = self.view()
             except FileNotFoundError:

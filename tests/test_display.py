@@ -133,7 +133,7 @@ def test_render_at_every_width(recorded, width):
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= width
     assert "runs 9 done / 1 running / 1 failed / 18" in text.replace("\n", " ")
-    assert "cluster 1 node, CPU 1/2, GPU 0/0" in text.replace("\n", " ")
+    assert "1 node, CPU 1/2, GPU 0/0" in text.replace("\n", " ")
     assert "pcfg-3-300-2-2-s0 (3,300,2,2) H=0.137" in text
     assert "failed" in text and "↻▶50%" in text
     assert "a=β/(α+β)=0.500" in text
