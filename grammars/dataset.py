@@ -37,7 +37,7 @@ from .compiled import compile_grammar
 from .gzip_metric import GzipStats, gzip_ratios
 from .random_pcfg import grammar_text
 from .sampler import DEFAULT_CONTEXT_LENGTH, SAMPLER_MODES, compiled_for, sample_documents
-from .spec import GrammarSpec, SpecError, check_int_field
+from .spec import GrammarSpec, SpecError, check_int_field, spec_differences
 
 FORMAT = "gzipscale-dataset"
 FORMAT_VERSION = 1
@@ -179,17 +179,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _spec_differences(have: dict, want: dict, prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(have) | set(want)):
-        a, b = have.get(key), want.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _spec_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: {a!r} there, {b!r} requested")
-    return diffs
-
-
 def _identity(spec: DatasetSpec) -> dict:
     return {"format": FORMAT, "version": FORMAT_VERSION, "spec": spec.to_dict()}
 
@@ -208,7 +197,7 @@ def prepare_output(out: Path, spec: DatasetSpec) -> dict | None:
             have = json.loads(path.read_text())
             have_id = {k: have.get(k) for k in ("format", "version", "spec")}
             if have_id != want:
-                diffs = _spec_differences(have_id, want)
+                diffs = spec_differences(have_id, want)
                 raise DatasetError(
                     f"{out} holds a different {state} dataset ({'; '.join(diffs)}). "
                     "Nothing was changed: choose another --out, or delete that directory "

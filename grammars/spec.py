@@ -144,3 +144,16 @@ def format_size(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale}{suffix}"
     return str(n)
+
+
+def spec_differences(have: dict, want: dict, prefix: str = "") -> list[str]:
+    """What differs between two nested spec dicts, one ``key: old there, new requested``
+    line per leaf; the refusals of datasets, runs and sweeps all say it this way."""
+    diffs = []
+    for key in sorted(set(have) | set(want), key=str):
+        a, b = have.get(key), want.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += spec_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} there, {b!r} requested")
+    return diffs

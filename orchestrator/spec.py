@@ -32,7 +32,7 @@ from pathlib import Path
 import tomllib
 
 from grammars.sampler import SAMPLER_MODES
-from grammars.spec import GrammarSpec, SpecError, check_int_field, parse_size
+from grammars.spec import GrammarSpec, SpecError, check_int_field, parse_size, spec_differences
 from trainers.config import TrainConfig, preset
 from trainers.shapes import SHAPES
 
@@ -215,22 +215,14 @@ class SweepSpec:
             ) from None
         return cls.from_dict(data)
 
+    def differences(self, other: dict) -> list[str]:
+        """How a saved spec dict ``other`` differs from this one."""
+        return spec_differences(other, self.to_dict())
+
     def renamed(self, name: str) -> SweepSpec:
         d = self.to_dict()
         d["name"] = name
         return SweepSpec.from_dict(d)
-
-
-def differences(have: dict, want: dict, prefix: str = "") -> list[str]:
-    """Human-readable differences between two spec dicts (``key: old -> new``)."""
-    out = []
-    for key in sorted(set(have) | set(want), key=str):
-        a, b = have.get(key), want.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return out
 
 
 def _no_unknown(d: dict, known: set[str], where: str) -> None:

@@ -27,7 +27,7 @@ from analysis.results import RESULTS_FILE
 
 from .callbacks import EventLog, ResultsTable, append_event, read_rows, result_row, upsert_row
 from .plan import PlannedRun, plan_runs, plan_summary
-from .spec import SweepSpec, differences
+from .spec import SweepSpec
 from .storage import RunStore, join, resolve_storage
 
 SPEC_FILE = "sweep.json"
@@ -84,7 +84,7 @@ def check_spec(store: RunStore, spec: SweepSpec) -> bool:
     if not store.exists(SPEC_FILE):
         return False
     have = json.loads(store.read_text(SPEC_FILE))
-    diff = differences(have, spec.to_dict())
+    diff = spec.differences(have)
     if diff:
         shown = "; ".join(diff[:6]) + ("; ..." if len(diff) > 6 else "")
         raise SweepError(

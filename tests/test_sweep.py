@@ -145,7 +145,9 @@ def test_smoke_sweep_end_to_end_and_rerun_changes_nothing(ray_cluster, tmp_path)
 
     # Same name, different spec: refused, saying what differs; nothing touched.
     changed = SweepSpec.from_dict({**PRESETS["smoke"], "shapes": ["tiny-1", "tiny-3"]})
-    with pytest.raises(SweepError, match=r"shapes: \['tiny-1', 'tiny-2'\] -> .*--name NEW_NAME"):
+    with pytest.raises(
+        SweepError, match=r"shapes: \['tiny-1', 'tiny-2'\] there, .*--name NEW_NAME"
+    ):
         run_sweep(changed, str(tmp_path), say=lambda s: None)
     assert (run_dir / "results.csv").read_bytes() == before
     assert json.loads((run_dir / "sweep.json").read_text()) == spec.to_dict()

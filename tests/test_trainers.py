@@ -390,7 +390,7 @@ def test_train_command_refuses_another_run_in_the_same_directory(dataset, tmp_pa
     capsys.readouterr()
     assert main([*base, "--tokens", "20K"]) == 2
     err = capsys.readouterr().err
-    assert "different run" in err and "tokens: 10000 there, 20000 now" in err
+    assert "different run" in err and "tokens: 10000 there, 20000 requested" in err
     assert (out / "result.json").read_bytes() == before
 
 

@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from grammars.spec import spec_differences
+
 from .train import RunResult, RunSpec, TrainError
 
 SPEC_FILE = "run.json"
@@ -32,17 +34,6 @@ def atomic_write_json(path: Path, payload: dict) -> None:
         raise
 
 
-def _differences(have: dict, want: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(have) | set(want)):
-        a, b = have.get(key), want.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} there, {b!r} now")
-    return out
-
-
 def prepare_run_dir(run_dir: Path, spec: RunSpec) -> dict | None:
     """Create ``run_dir`` for ``spec``, or accept it if it holds the same spec.
 
@@ -54,7 +45,7 @@ def prepare_run_dir(run_dir: Path, spec: RunSpec) -> dict | None:
     want = spec.to_dict()
     if spec_path.exists():
         have = RunSpec.from_dict(json.loads(spec_path.read_text()))
-        diff = _differences(have.identity(), spec.identity())
+        diff = spec_differences(have.identity(), spec.identity())
         if diff:
             raise TrainError(
                 f"{run_dir} holds a different run ({'; '.join(diff[:4])}); "
