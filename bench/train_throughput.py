@@ -38,7 +38,7 @@ from bench.common import write_results  # noqa: E402
 from trainers.config import preset  # noqa: E402
 from trainers.model import Llama  # noqa: E402
 from trainers.shapes import PAPER_VOCAB, get_shape  # noqa: E402
-from trainers.train import _make_optimizer  # noqa: E402
+from trainers.train import make_optimizer  # noqa: E402
 
 BATCH, CONTEXT = 32, 256
 DATASET_VOCAB = 301  # a 300-terminal PCFG plus the separator
@@ -121,7 +121,7 @@ def make_steps(shape, vocab: int, batch: torch.Tensor, compile_ours: bool = Fals
         eps=cfg.eps,
         weight_decay=cfg.weight_decay,
     )
-    our_opt = _make_optimizer(ours, cfg, torch.device("cpu"))
+    our_opt = make_optimizer(ours, cfg, torch.device("cpu"))
     our_model = torch.compile(ours) if compile_ours else ours
 
     def ref_step():

@@ -51,11 +51,6 @@ class PlannedRun:
         return f"{self.cpus:g} CPU"
 
 
-def dataset_name(entry) -> str:
-    suffix = "" if entry.sampler == "prefix" else f"-{entry.sampler}"
-    return entry.spec.name + suffix
-
-
 def plan_runs(spec: SweepSpec, use_gpu: bool) -> list[PlannedRun]:
     runs = []
     res = spec.resources
@@ -77,8 +72,8 @@ def plan_runs(spec: SweepSpec, use_gpu: bool) -> list[PlannedRun]:
                 tokens = math.ceil(size / spec.context_length) * spec.context_length
                 runs.append(
                     PlannedRun(
-                        run_id=f"{dataset_name(entry)}/{shape_name}/{format_size(size)}",
-                        dataset=dataset_name(entry),
+                        run_id=f"{entry.dataset}/{shape_name}/{format_size(size)}",
+                        dataset=entry.dataset,
                         grammar=grammar.short,
                         seed=grammar.seed,
                         sampler=entry.sampler,
@@ -94,7 +89,7 @@ def plan_runs(spec: SweepSpec, use_gpu: bool) -> list[PlannedRun]:
                     )
                 )
     # Cheapest first; ties by grammar order so every grammar gets its small runs early.
-    order = {dataset_name(e): i for i, e in enumerate(spec.grammars)}
+    order = {e.dataset: i for i, e in enumerate(spec.grammars)}
     return sorted(runs, key=lambda r: (r.flops, order[r.dataset], r.run_id))
 
 

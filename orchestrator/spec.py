@@ -58,6 +58,12 @@ class GrammarEntry:
     def spec(self) -> GrammarSpec:
         return GrammarSpec.parse(self.grammar, seed=self.seed)
 
+    @property
+    def dataset(self) -> str:
+        """The dataset's name: the grammar's, plus the sampler unless it is the default."""
+        suffix = "" if self.sampler == "prefix" else f"-{self.sampler}"
+        return self.spec.name + suffix
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -116,7 +122,7 @@ class SweepSpec:
             )
         if not self.grammars:
             raise SpecError("field 'grammars' must list at least one grammar")
-        names = [g.spec.name + f"-{g.sampler}" for g in self.grammars]
+        names = [g.dataset for g in self.grammars]
         if len(set(names)) != len(names):
             raise SpecError("field 'grammars' lists the same grammar, seed and sampler twice")
         if not self.shapes:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from grammars.dataset import atomic_write_bytes
+
 CACHE_ROOT = Path(
     os.environ.get("GZIPSCALE_CACHE", Path(tempfile.gettempdir()) / "gzipscale-cache")
 )
@@ -68,19 +70,7 @@ class RunStore:
         """Atomic on a local file system (temp file + rename); object stores replace a
         whole object in one PUT, which is atomic for readers too."""
         if self.local:
-            target = Path(self.path(rel))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            try:
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write_bytes(Path(self.path(rel)), text.encode())
             return
         self.fs.create_dir(self.path(rel).rsplit("/", 1)[0], recursive=True)
         with self.fs.open_output_stream(self.path(rel)) as f:

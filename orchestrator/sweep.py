@@ -114,11 +114,9 @@ def prepare_data(
     from grammars.dataset import DatasetSpec
     from grammars.pipeline import generate_dataset
 
-    from .plan import dataset_name
-
     out = {}
     for entry in spec.grammars:
-        name = dataset_name(entry)
+        name = entry.dataset
         rel = f"data/{name}"
         dspec = DatasetSpec(
             grammar=entry.spec,

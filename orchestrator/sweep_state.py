@@ -140,6 +140,29 @@ def _last_json_line(path: Path) -> dict | None:
         return None
 
 
+# Tune writes a trial's params.json once; its run key never changes.
+_TRIAL_KEYS: dict[Path, tuple] = {}
+
+
+def _trial_dirs(run_dir: Path):
+    """(trial directory, run key, dataset H) for every Tune trial directory."""
+    if not run_dir.is_dir():
+        return
+    for trial_dir in run_dir.iterdir():
+        if trial_dir not in _TRIAL_KEYS:
+            params = trial_dir / "params.json"
+            if not params.is_file():
+                continue  # not a trial directory, or Tune has not written it yet
+            try:
+                run = json.loads(params.read_text()).get("run", {})
+            except ValueError:
+                continue  # half-written: read it again next time
+            key = (run.get("dataset"), run.get("shape"), run.get("tokens"))
+            _TRIAL_KEYS[trial_dir] = (key, run.get("gzip"))
+        key, gzip = _TRIAL_KEYS[trial_dir]
+        yield trial_dir, key, gzip
+
+
 def read_events(run_dir: Path) -> list[str]:
     path = run_dir / EVENTS_FILE
     if not path.exists():
@@ -153,8 +176,6 @@ def collect(
     """The sweep in ``run_dir`` now. ``fits`` is an analysis snapshot (the actor's, or
     :meth:`OfflineFits.snapshot`); ``cluster`` the cluster's resources, if attached."""
     from analysis.results import read_results_csv
-
-    from .plan import dataset_name
 
     run_dir = Path(run_dir)
     spec_path = run_dir / SPEC_FILE
@@ -196,40 +217,41 @@ def collect(
             run.state = RUNNING
             run.reason = m.group(6) or ""
 
-    # Progress of running trials: the last result Tune wrote for each.
-    for trial_dir in run_dir.iterdir() if run_dir.is_dir() else []:
-        if not trial_dir.is_dir() or not (trial_dir / "params.json").exists():
-            continue
-        try:
-            config = json.loads((trial_dir / "params.json").read_text()).get("run", {})
-        except ValueError:
-            continue
-        run = runs.get((config.get("dataset"), config.get("shape"), config.get("tokens")))
+    # Ended runs: results.csv is the truth (applied last, over the events).
+    ended = []
+    if (run_dir / RESULTS_FILE).exists():
+        ended = [row.to_dict() for row in read_results_csv(run_dir / RESULTS_FILE)]
+    ended_keys = {(r["dataset"], r["shape"], r["tokens"]) for r in ended}
+
+    # Progress of the other trials: the last result Tune wrote for each. The display
+    # calls this twice a second, so ended runs' files are not read at all.
+    for trial_dir, key, gzip in _trial_dirs(run_dir):
+        run = runs.get(key)
         if run is None:
             continue
-        h.setdefault(run.dataset, config.get("gzip"))
+        if gzip is not None:
+            h.setdefault(run.dataset, gzip)
+        if key in ended_keys:
+            continue
         last = _last_json_line(trial_dir / "result.json")
         if last:
             run.step, run.steps = int(last.get("step", 0) or 0), int(last.get("steps", 0) or 0)
             if run.state == PENDING:
                 run.state = RUNNING
 
-    # Ended runs: results.csv is the truth.
-    if (run_dir / RESULTS_FILE).exists():
-        for row in read_results_csv(run_dir / RESULTS_FILE):
-            r = row.to_dict()
-            run = runs.get((r["dataset"], r["shape"], r["tokens"]))
-            if run is None:
-                continue
-            h[run.dataset] = r["gzip"]
-            run.state = FINISHED if r["status"] == "finished" else FAILED
-            run.val_loss = None if math.isnan(r["val_loss"]) else r["val_loss"]
-            run.reason = r["reason"]
+    for r in ended:
+        run = runs.get((r["dataset"], r["shape"], r["tokens"]))
+        if run is None:
+            continue
+        h[run.dataset] = r["gzip"]
+        run.state = FINISHED if r["status"] == "finished" else FAILED
+        run.val_loss = None if math.isnan(r["val_loss"]) else r["val_loss"]
+        run.reason = r["reason"]
 
     datasets = []
     fit_sets = (fits or {}).get("datasets", {})
     for entry in spec.grammars:
-        name = dataset_name(entry)
+        name = entry.dataset
         manifest = run_dir / "data" / name / "manifest.json"
         gzip = h.get(name)
         if gzip is None and manifest.exists():

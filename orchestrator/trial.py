@@ -1,8 +1,8 @@
 """The Ray Tune trainable: one planned run, through the trainers' single training function.
 
 Tune calls :func:`train_trial` with ``config = {"run": PlannedRun dict plus the dataset's
-location and H, "train": TrainConfig dict, "train_storage": where Ray Train keeps runs}``. The run trains in the trial
-process (one device), or, for ``workers > 1``, in a Ray Train ``TorchTrainer`` that the
+location and H, "train": TrainConfig dict, "train_storage": where Ray Train keeps runs}``.
+The run trains in the trial process (one device, :class:`trainers.session.TuneSession`), or, for ``workers > 1``, in a Ray Train ``TorchTrainer`` that the
 trial launches and waits for (DDP over GPUs); both call :func:`trainers.train.train_run`.
 
 A run that diverges or cannot fit in memory ends its trial normally with
@@ -14,56 +14,26 @@ the last checkpoint (``FailureConfig``).
 from __future__ import annotations
 
 import math
-import tempfile
-import time
-from pathlib import Path
 
-import torch
 from ray import tune
 
 from trainers.config import TrainConfig
 from trainers.memory import MemoryTooSmall
-from trainers.session import CHECKPOINT_FILE, Session, load_state
+from trainers.session import TuneSession
 from trainers.train import FAILED, RunSpec, train_run
 
 from .storage import local_dataset
-
-PROGRESS_EVERY_S = 5.0  # plain (checkpoint-free) progress reports, for the live display
-
-
-class TuneSession(Session):
-    """Checkpoints through ``tune.report(..., checkpoint=...)``; restore via ``get_checkpoint``."""
-
-    def __init__(self):
-        self._last_progress = 0.0
-
-    def latest_checkpoint(self) -> dict | None:
-        ckpt = tune.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as d:
-            return load_state(Path(d) / CHECKPOINT_FILE)
-
-    def save(self, state: dict, metrics: dict) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(state, Path(d) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        self._last_progress = time.monotonic()
-
-    def report(self, metrics: dict) -> None:
-        tune.report(metrics)
-
-    def progress(self, metrics: dict) -> None:
-        now = time.monotonic()
-        if now - self._last_progress >= PROGRESS_EVERY_S:
-            self._last_progress = now
-            tune.report({**metrics, "status": "running"})
 
 
 def run_spec(config: dict) -> RunSpec:
     run = config["run"]
     data = local_dataset(run["data"])
-    return RunSpec(str(data), run["shape"], run["tokens"], TrainConfig.from_dict(config["train"]))
+    # The device is an operational setting (not part of the run's identity): a run
+    # checkpointed on one node may resume on another.
+    train = TrainConfig.from_dict(config["train"]).with_overrides(
+        device="cuda" if run["gpus"] > 0 or run["workers"] > 1 else "cpu"
+    )
+    return RunSpec(str(data), run["shape"], run["tokens"], train)
 
 
 def train_trial(config: dict) -> None:
@@ -74,23 +44,14 @@ def train_trial(config: dict) -> None:
     session = TuneSession()
     try:
         spec = run_spec(config)
-        # The device is an operational setting (not part of the run's identity): a run
-        # checkpointed on one node may resume on another.
-        spec = RunSpec(
-            spec.data, spec.model, spec.tokens, spec.config.with_overrides(device=_device_for(run))
-        )
         result = train_run(spec, session=session, on_step=session.progress)
     except MemoryTooSmall as exc:
-        tune.report({"status": FAILED, "reason": str(exc), "val_loss": math.nan, "step": 0})
+        session.report({"status": FAILED, "reason": str(exc), "val_loss": math.nan, "step": 0})
         return
     if result.status == FAILED:
         return  # train_run reported the failure with its reason
     if result.tokens != run["tokens"]:
         raise RuntimeError(f"trained {result.tokens} tokens, planned {run['tokens']}")
-
-
-def _device_for(run: dict) -> str:
-    return "cuda" if run["gpus"] > 0 else "cpu"
 
 
 # -- several GPUs: Ray Train, launched from the trial ----------------------------------------
@@ -100,9 +61,7 @@ def _train_worker(config: dict) -> None:
     """Runs on every TorchTrainer worker; the process group is set up by Ray Train."""
     from trainers.session import RayTrainSession
 
-    spec = run_spec(config)
-    spec = RunSpec(spec.data, spec.model, spec.tokens, spec.config.with_overrides(device="cuda"))
-    train_run(spec, session=RayTrainSession())
+    train_run(run_spec(config), session=RayTrainSession())
 
 
 def _train_distributed(config: dict) -> None:

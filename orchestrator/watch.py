@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+from rich.text import Text
+
 from .sweep_state import OfflineFits, collect
 
 REFRESH_S = 0.5
@@ -132,6 +134,7 @@ class LiveDisplay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live = None
+        self._latest = Text("waiting for the sweep…")
 
     def view(self):
         return collect(self.run_dir, fits=self.fits.snapshot(), cluster=cluster_info())
@@ -151,20 +154,12 @@ class LiveDisplay:
                 redirect_stdout=True,
                 redirect_stderr=True,
                 transient=False,
-                get_renderable=self._safe_renderable,
+                get_renderable=lambda: self._latest,
             )
             self._live.start()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
-
-    def _safe_renderable(self):
-        from rich.text import Text
-
-        try:
-            return self._latest
-        except AttributeError:
-            return Text("waiting for the sweep…")
 
     def _loop(self) -> None:
         warned = False
@@ -253,11 +248,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
     console = Console()
     display = LiveDisplay(run_dir, name, console=console, plain=args.plain or None)
     if args.once:
+        display.fits.offline.wait()
         if display.plain:
-            display.fits.offline.wait()
             display.reporter.update(display.view(), force_summary=True)
         else:
-            display.fits.offline.wait()
             console.print(display.renderable())
         return 0
     where = "attached to the cluster" if attached else "reading the run directory"

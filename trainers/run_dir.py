@@ -9,10 +9,9 @@ RUN_DIR/loss.png           training-loss curve with the held-out loss
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from grammars.dataset import atomic_write_json
 from grammars.spec import spec_differences
 
 from .train import RunResult, RunSpec, TrainError
@@ -20,18 +19,6 @@ from .train import RunResult, RunSpec, TrainError
 SPEC_FILE = "run.json"
 RESULT_FILE = "result.json"
 FIGURE_FILE = "loss.png"
-
-
-def atomic_write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare_run_dir(run_dir: Path, spec: RunSpec) -> dict | None:

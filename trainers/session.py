@@ -5,7 +5,7 @@ caller picks which:
 
 * :class:`LocalSession`: ``gzipscale train``; checkpoints are files in
   ``RUN_DIR/checkpoints/step-NNNNNNNN.pt``, written atomically, the newest ``keep`` kept.
-* ``orchestrator.trial.TuneSession``: inside a Ray Tune trial, checkpoints go through
+* :class:`TuneSession`: inside a Ray Tune trial, checkpoints go through
   ``tune.report(..., checkpoint=...)`` and come back through ``tune.get_checkpoint()``.
 * :class:`RayTrainSession`: inside a Ray Train ``TorchTrainer`` worker (DDP); every
   rank reports, rank 0 alone attaches the checkpoint.
@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -92,6 +94,58 @@ class LocalSession(Session):
             self.on_report(metrics)
 
 
+def _load_checkpoint(checkpoint) -> dict | None:
+    """The state in a Ray ``Checkpoint`` (Tune's or Train's), or None."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return load_state(Path(d) / CHECKPOINT_FILE)
+
+
+@contextmanager
+def _checkpoint_dir(state: dict | None):
+    """A temporary directory holding ``state`` (empty for None), to hand to Ray."""
+    with tempfile.TemporaryDirectory() as d:
+        if state is not None:
+            torch.save(state, Path(d) / CHECKPOINT_FILE)
+        yield d
+
+
+class TuneSession(Session):
+    """Inside a Ray Tune trial: checkpoints go through ``tune.report(..., checkpoint=...)``
+    and come back through ``tune.get_checkpoint()`` when Tune retries or restores."""
+
+    PROGRESS_EVERY_S = 5.0  # plain (checkpoint-free) progress reports, for the live display
+
+    def __init__(self):
+        self._last_progress = 0.0
+
+    def latest_checkpoint(self) -> dict | None:
+        from ray import tune
+
+        return _load_checkpoint(tune.get_checkpoint())
+
+    def save(self, state: dict, metrics: dict) -> None:
+        from ray import tune
+
+        with _checkpoint_dir(state) as d:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        self._last_progress = time.monotonic()
+
+    def report(self, metrics: dict) -> None:
+        from ray import tune
+
+        tune.report(metrics)
+
+    def progress(self, metrics: dict) -> None:
+        """``train_run``'s on_step: a report now and then, never one per step (each report
+        is a row Tune stores)."""
+        now = time.monotonic()
+        if now - self._last_progress >= self.PROGRESS_EVERY_S:
+            self._last_progress = now
+            self.report({**metrics, "status": "running"})
+
+
 class RayTrainSession(Session):
     """Inside a Ray Train worker: ``ray.train.report`` on every rank (it is collective)."""
 
@@ -105,20 +159,14 @@ class RayTrainSession(Session):
     def latest_checkpoint(self) -> dict | None:
         import ray.train
 
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as d:
-            return load_state(Path(d) / CHECKPOINT_FILE)
+        return _load_checkpoint(ray.train.get_checkpoint())
 
     def save(self, state: dict, metrics: dict) -> None:
         import ray.train
 
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if self.rank == 0:
-                torch.save(state, Path(d) / CHECKPOINT_FILE)
-                checkpoint = ray.train.Checkpoint.from_directory(d)
+        # Every rank reports; rank 0 alone attaches the checkpoint.
+        with _checkpoint_dir(state if self.rank == 0 else None) as d:
+            checkpoint = ray.train.Checkpoint.from_directory(d) if self.rank == 0 else None
             ray.train.report(metrics, checkpoint=checkpoint)
 
     def report(self, metrics: dict) -> None:

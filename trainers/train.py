@@ -152,7 +152,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _make_optimizer(model: Llama, cfg: TrainConfig, device: torch.device):
+def make_optimizer(model: Llama, cfg: TrainConfig, device: torch.device):
     kwargs = {
         "lr": cfg.peak_lr(model.shape.hidden),
         "betas": (cfg.beta1, cfg.beta2),
@@ -291,7 +291,7 @@ def train_run(
 
     torch.manual_seed(cfg.seed)
     model = Llama(shape, vocab, context).to(device)
-    optimizer = _make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg, device)
     n_docs = len(data.train)
     steps = total_steps(n_docs, cfg.batch_size, world)
     log_every = max(1, steps // cfg.log_points)
@@ -332,11 +332,14 @@ def train_run(
     dtype = "bf16-autocast" if use_bf16 else "fp32"
     params = shape.params(vocab)
 
+    def tokens_done() -> int:  # training tokens consumed after ``step`` steps
+        return min(step * cfg.batch_size, n_docs) * context
+
     def base_metrics() -> dict:
         return {
             "step": step,
             "steps": steps,
-            "tokens_seen": min(step * cfg.batch_size, n_docs) * context,
+            "tokens_seen": tokens_done(),
         }
 
     def checkpoint_state(elapsed: float, tokens_done: int) -> dict:
@@ -353,7 +356,7 @@ def train_run(
         }
 
     def result(status: str, reason: str, val: float, se: float, loop_s: float) -> RunResult:
-        trained = min(step * cfg.batch_size, n_docs) * context
+        trained = tokens_done()
         wall = elapsed_before + time.perf_counter() - wall_start
         return RunResult(
             status=status,
@@ -426,14 +429,14 @@ def train_run(
             curve.append(
                 {
                     "step": step,
-                    "tokens": min(step * cfg.batch_size, n_docs) * context,
+                    "tokens": tokens_done(),
                     "train_loss": mean_loss,
                     "lr": lr,
                 }
             )
             if on_step is not None and rank == 0:
                 seconds = time.perf_counter() - loop_start
-                done = (min(step * cfg.batch_size, n_docs) * context) - trained_before
+                done = tokens_done() - trained_before
                 on_step(
                     {
                         **base_metrics(),
@@ -442,11 +445,9 @@ def train_run(
                     }
                 )
         if step < steps and (step % checkpoint_every == 0 or step == stop_at):
-            loop_s = time.perf_counter() - loop_start
             elapsed = elapsed_before + time.perf_counter() - wall_start
-            trained = min(step * cfg.batch_size, n_docs) * context
             session.save(
-                checkpoint_state(elapsed, trained),
+                checkpoint_state(elapsed, tokens_done()),
                 {**base_metrics(), "train_loss": curve[-1]["train_loss"] if curve else math.nan},
             )
     loop_s = time.perf_counter() - loop_start
