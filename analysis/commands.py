@@ -141,15 +141,16 @@ def _excluded_note(counts: dict[str, int]) -> str:
 def fit_datasets(points, *, bootstrap: int, seed: int, budget: float) -> dict:
     """Fit every dataset of a :func:`analysis.table.load_points` frame.
 
-    Returns ``{"datasets", "skipped", "regression", "fits"}``; ``fits`` holds the
-    :class:`~analysis.fit.ScalingFit` objects (not JSON) for callers that go on.
+    Returns ``{"datasets", "skipped", "regression", "fits", "bootstraps"}``; ``fits``
+    and ``bootstraps`` hold the :class:`~analysis.fit.ScalingFit` and
+    :class:`~analysis.fit.BootstrapResult` objects (not JSON) for callers that go on.
     """
     from analysis.fit import UnderdeterminedFit, bootstrap_fit, fit_scaling_law
     from analysis.table import dataset_gzip
 
     excluded = points.attrs.get("excluded", {})
     names = list(dict.fromkeys(points["dataset"]))  # first-appearance order
-    datasets, skipped, fits = {}, {}, {}
+    datasets, skipped, fits, bootstraps = {}, {}, {}, {}
     for name, counts in excluded.items():
         if name not in names:
             skipped[name] = f"no finished rows ({_excluded_note(counts)})"
@@ -220,6 +221,8 @@ def fit_datasets(points, *, bootstrap: int, seed: int, budget: float) -> dict:
                 },
             }
             fits[name] = fit
+            if boot is not None:
+                bootstraps[name] = boot
 
     regression, regression_note = None, None
     with_h = [n for n in datasets if datasets[n]["gzip"] is not None]
@@ -238,6 +241,7 @@ def fit_datasets(points, *, bootstrap: int, seed: int, budget: float) -> dict:
         "regression": regression,
         "regression_note": regression_note,
         "fits": fits,
+        "bootstraps": bootstraps,
     }
 
 

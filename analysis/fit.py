@@ -60,6 +60,8 @@ HUBER_DELTA = 1e-3
 # Order of the optimised vector theta: log A, log B, log E, alpha, beta.
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
 LAW_NAMES = ("E", "A", "B", "alpha", "beta")
+# exp(±700) is still a finite double; used to keep starts finite.
+LOG_COEFFICIENT_LIMIT = 700.0
 # Frontier exponents: N_opt ∝ C**n_opt_exponent, D_opt ∝ C**d_opt_exponent.
 BOOTSTRAP_NAMES = LAW_NAMES + ("n_opt_exponent", "d_opt_exponent")
 
@@ -102,9 +104,10 @@ class ScalingLaw:
 
     def to_theta(self) -> np.ndarray:
         """The optimiser's vector ``(log A, log B, log E, alpha, beta)``."""
-        return np.array(
-            [math.log(self.A), math.log(self.B), math.log(self.E), self.alpha, self.beta]
-        )
+        # A coefficient that underflowed to 0 in from_theta maps back to -inf, not an error.
+        with np.errstate(divide="ignore"):
+            logs = np.log(np.array([self.A, self.B, self.E], dtype=float))
+        return np.array([*logs, self.alpha, self.beta])
 
     @classmethod
     def from_theta(cls, theta) -> ScalingLaw:
@@ -844,15 +847,19 @@ class BootstrapResult:
 def _named_estimates(theta: np.ndarray) -> dict[str, np.ndarray]:
     theta = np.atleast_2d(theta)
     alpha, beta = theta[:, 3], theta[:, 4]
-    return {
-        "E": np.exp(theta[:, 2]),
-        "A": np.exp(theta[:, 0]),
-        "B": np.exp(theta[:, 1]),
-        "alpha": alpha,
-        "beta": beta,
-        "n_opt_exponent": beta / (alpha + beta),
-        "d_opt_exponent": alpha / (alpha + beta),
-    }
+    # A resample of a weakly identified fit can send log A past 709: its A is then inf,
+    # which the percentile interval reports as such; the overflow is not worth a warning
+    # on a user's terminal.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return {
+            "E": np.exp(theta[:, 2]),
+            "A": np.exp(theta[:, 0]),
+            "B": np.exp(theta[:, 1]),
+            "alpha": alpha,
+            "beta": beta,
+            "n_opt_exponent": beta / (alpha + beta),
+            "d_opt_exponent": alpha / (alpha + beta),
+        }
 
 
 def _draw_counts(rng, n_points, group_codes, n_groups, N, D, n_resamples, max_redraws):
@@ -970,13 +977,17 @@ def bootstrap_fit(
     )
 
     warm = [(m["A"], m["B"], m["E"], m["alpha"], m["beta"]) for m in point_fit.local_minima[1:]]
-    with np.errstate(divide="ignore"):
+    # log of a negative exponent is nan here, undone below; only finite rows are kept.
+    with np.errstate(divide="ignore", invalid="ignore"):
         warm = np.log(np.array(warm, dtype=float).reshape(-1, 5)) if warm else np.empty((0, 5))
     if len(warm):
         warm[:, 3:] = np.exp(warm[:, 3:])  # undo the log on the exponents
     # A minimum with E or A or B underflowed to 0 cannot seed a start.
     warm = warm[np.all(np.isfinite(warm), axis=1)]
-    starts = np.vstack([point_fit.theta[None, :], warm, extra_grid.points()])
+    # The point fit itself may have E, A or B underflowed to 0 (log -inf): start from a
+    # finite point that is the same law to double precision.
+    point = np.clip(point_fit.theta, -LOG_COEFFICIENT_LIMIT, LOG_COEFFICIENT_LIMIT)
+    starts = np.vstack([point[None, :], warm, extra_grid.points()])
     n_starts = len(starts)
     rows_theta = np.tile(starts, (n_resamples, 1))
     rows_weights = np.repeat(counts, n_starts, axis=0)

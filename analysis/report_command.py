@@ -17,9 +17,75 @@ from analysis.commands import (
 )
 
 
+def _sweep_command(run_dir: Path) -> str:
+    """The command that makes this run directory: the preset's, when it is one."""
+    from orchestrator.presets import PRESETS
+    from orchestrator.spec import SweepSpec
+
+    recorded = json.loads((run_dir / "sweep.json").read_text(encoding="utf-8"))
+    name = recorded.get("name")
+    if name in PRESETS and SweepSpec.from_dict(PRESETS[name]).to_dict() == recorded:
+        return f"gzipscale sweep --preset {name}"
+    return f"gzipscale sweep --spec {run_dir / 'sweep.json'}"
+
+
+def _paper_plan() -> dict:
+    from orchestrator.presets import preset_spec
+    from orchestrator.sweep import dry_run
+
+    return dry_run(preset_spec("paper"))
+
+
+def _report_command(args: argparse.Namespace) -> str:
+    """This command, spelled canonically: what the report says made it."""
+    from analysis.commands import DEFAULT_BOOTSTRAP, DEFAULT_BUDGET, DEFAULT_SEED
+
+    words = ["gzipscale", "report", str(args.run_dir), "--reproduction", str(args.reproduction)]
+    if args.series is not None:
+        words += ["--series", str(args.series)]
+    if args.bootstrap != DEFAULT_BOOTSTRAP:
+        words += ["--bootstrap", str(args.bootstrap)]
+    if args.seed != DEFAULT_SEED:
+        words += ["--seed", str(args.seed)]
+    if args.budget != DEFAULT_BUDGET:
+        words += ["--budget", f"{args.budget:g}"]
+    return " ".join(words)
+
+
+def cmd_reproduction(args: argparse.Namespace) -> int:
+    from analysis.reproduction import build_reproduction
+
+    if not (args.run_dir / "sweep.json").is_file():
+        raise FileNotFoundError(
+            f"{args.run_dir} has no sweep.json; --reproduction needs a sweep's run directory"
+        )
+    result = build_reproduction(
+        args.run_dir,
+        args.reproduction,
+        series_path=args.series,
+        plan=_paper_plan(),
+        sweep_command=_sweep_command(args.run_dir),
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        budget=args.budget,
+        report_command=_report_command(args),
+    )
+    if args.json:
+        print(json.dumps(json_safe(result), indent=2, allow_nan=False))
+        return 0
+    print(f"reproduction report written to {result['markdown']} (assets in {result['assets']}/)")
+    for v in result["claims"]:
+        print(f"  claim {v['claim']}: {v['verdict']}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
+    if args.reproduction is not None:
+        return cmd_reproduction(args)
+    if args.series is not None:
+        raise ValueError("--series goes with --reproduction FILE.md")
     result = build_report(
         args.run_dir, args.out, bootstrap=args.bootstrap, seed=args.seed, budget=args.budget
     )
@@ -58,6 +124,19 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="report folder (default RUN_DIR/report, or <table>_report beside a table file); "
         "an existing folder is replaced only if it holds a previous report.md",
+    )
+    p.add_argument(
+        "--reproduction",
+        type=Path,
+        metavar="FILE.md",
+        help="write the reproduction report instead (e.g. docs/reproduction.md): the paper's "
+        "claims checked against this sweep, with figures and inputs in FILE/ beside it",
+    )
+    p.add_argument(
+        "--series",
+        type=Path,
+        metavar="SERIES.json",
+        help="with --reproduction: the compressibility table from `gzipscale series --out`",
     )
     add_fit_options(p, budget_help="reference budget for tokens per parameter")
     p.add_argument(

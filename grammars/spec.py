@@ -157,3 +157,23 @@ def spec_differences(have: dict, want: dict, prefix: str = "") -> list[str]:
         elif a != b:
             diffs.append(f"{prefix}{key}: {a!r} there, {b!r} requested")
     return diffs
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``3`` -> [3]; ``0-4`` -> [0..4]; ``1,5,9`` -> [1, 5, 9]; duplicates dropped."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                if int(hi) < int(lo):
+                    raise ValueError
+                seeds += list(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise SpecError(
+            f"field 'seeds' must be integers such as 3, 0-4 or 1,5,9, got {text!r}"
+        ) from None
+    return list(dict.fromkeys(seeds))

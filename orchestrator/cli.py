@@ -33,19 +33,6 @@ def _console(stderr: bool = True):
     return console
 
 
-def _parse_seeds(text: str) -> list[int]:
-    """``3`` -> [3]; ``0-4`` -> [0..4]; ``1,5,9`` -> [1, 5, 9]."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1)
-            seeds += list(range(int(lo), int(hi) + 1))
-        else:
-            seeds.append(int(part))
-    return seeds
-
-
 # -- gzipscale data ---------------------------------------------------------------------
 
 
@@ -195,12 +182,12 @@ def cmd_grammar(args: argparse.Namespace) -> int:
     import numpy as np
 
     from grammars.compiled import compile_grammar
-    from grammars.dataset import DatasetSpec, make_block
     from grammars.gzip_metric import GzipStats
     from grammars.random_pcfg import grammar_text
-    from grammars.spec import GrammarSpec, parse_size
+    from grammars.series import training_split_ratios
+    from grammars.spec import GrammarSpec, parse_seeds, parse_size
 
-    seeds = _parse_seeds(args.seeds) if args.seeds else [args.seed]
+    seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
     if args.text:
         sys.stdout.write(grammar_text(GrammarSpec.parse(args.grammar, seed=seeds[0])))
         return 0
@@ -217,12 +204,10 @@ def cmd_grammar(args: argparse.Namespace) -> int:
             "p_sentence_finite": float(g.finite_probabilities()[g.start]),
         }
         if score_tokens:
-            # The training split `gzipscale data` would write for this spec, block by block.
-            data = DatasetSpec(
-                spec, tokens=score_tokens, context_length=args.context_length, sampler=args.sampler
+            ratios = training_split_ratios(
+                spec, score_tokens, context_length=args.context_length, sampler=args.sampler
             )
-            ratios = [make_block(data, "train", b)[1] for b in range(data.blocks("train"))]
-            row["gzip"] = GzipStats.of(np.concatenate(ratios)).to_dict()
+            row["gzip"] = GzipStats.of(ratios).to_dict()
         rows.append(row)
     medians = [r["gzip"]["median"] for r in rows if "gzip" in r]
     summary = {"grammars": rows}
@@ -356,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.watch import register as register_watch
 
     register_watch(sub)  # gzipscale watch
+
+    from grammars.series_command import register as register_series
+
+    register_series(sub)  # gzipscale series
     return parser
 
 

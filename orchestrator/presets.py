@@ -10,6 +10,15 @@ from grammars.spec import SpecError
 
 from .spec import SweepSpec
 
+# The laptop-scale grid shared by `tiny` and `reproduction`: 6 shapes (12K to 430K
+# parameters at vocabulary 301) x 6 nested data sizes, trained with the `cpu` preset.
+TINY_GRID = {
+    "shapes": ["tiny-1", "tiny-2", "tiny-3", "tiny-4", "tiny-5", "tiny-6"],
+    "data_sizes": [16_384, 32_768, 65_536, 131_072, 262_144, 524_288],
+    "eval_tokens": 131_072,
+}
+TINY_TRAIN = {"preset": "cpu", "batch_size": 8, "checkpoint_every": 100}
+
 PRESETS: dict[str, dict] = {
     # 8 runs of the two smallest tiny shapes on two grammars: every stage of a sweep (data,
     # Tune trials with checkpoints, results.csv, live fits, report) in about 2 minutes.
@@ -30,10 +39,26 @@ PRESETS: dict[str, dict] = {
             {"grammar": "10,300,3,5", "seed": 0},
             {"grammar": "20,300,5,10", "seed": 0},
         ],
-        "shapes": ["tiny-1", "tiny-2", "tiny-3", "tiny-4", "tiny-5", "tiny-6"],
-        "data_sizes": [16_384, 32_768, 65_536, 131_072, 262_144, 524_288],
-        "eval_tokens": 131_072,
-        "train": {"preset": "cpu", "batch_size": 8, "checkpoint_every": 100},
+        **TINY_GRID,
+        "train": TINY_TRAIN,
+    },
+    # The reproduction study (docs/reproduction.md): the tiny grid over the first four
+    # grammars of the same-vocabulary series and two grammars of about the same H as
+    # 20,300,5,10 but very different syntax (fewer terminals, long right-hand sides).
+    # Every model has the vocabulary 301, as the paper held its vocabulary at 32001, so
+    # N means the same thing for every grammar. 216 runs, about 25 minutes on 2 cores.
+    "reproduction": {
+        "name": "reproduction",
+        "grammars": [
+            {"grammar": "3,300,2,2", "seed": 0},
+            {"grammar": "10,300,3,5", "seed": 0},
+            {"grammar": "20,300,5,10", "seed": 0},
+            {"grammar": "50,300,10,20", "seed": 0},
+            {"grammar": "30,200,15,10", "seed": 0},
+            {"grammar": "50,100,20,20", "seed": 0},
+        ],
+        **TINY_GRID,
+        "train": {**TINY_TRAIN, "vocab_size": 301},
     },
     # The paper's main series (paper-facts section 1) with its six shapes at vocabulary
     # 32001 and its data sizes, trained as the paper did; for a GPU cluster.

@@ -123,3 +123,55 @@ def test_console_script_is_installed_and_shows_help():
         env={**os.environ},
     )
     assert result.returncode == 2 and "'terminals'" in result.stderr
+
+
+def test_series_command_table_is_the_same_for_any_number_of_workers(ray_cluster, tmp_path, capsys):
+    from grammars.series import read_table
+
+    out = tmp_path / "series.json"
+    args = ("series", "--series", "same-H", "--seeds", "0-1", "--tokens", "8K", "--no-real")
+    code, _, err = run_cli(capsys, *args, "--out", str(out))
+    assert code == 0, err
+    table = read_table(out)
+    assert [r["grammar"] for r in table["rows"]] == [
+        "10,600,10,5",
+        "20,300,5,15",
+        "30,200,15,10",
+        "50,100,20,20",
+    ]
+    assert all(r["seeds"] == [0, 1] for r in table["rows"])
+    assert [r["paper_H"]["same-H"] for r in table["rows"]] == [0.32, 0.36, 0.38, 0.34]
+    assert len(table["scores"]) == 8 and table["command"].startswith("gzipscale series")
+    for r in table["rows"]:
+        medians = [s["median"] for s in table["scores"] if s["grammar"] == r["grammar"]]
+        assert r["H_mean"] == pytest.approx(np.mean(medians))
+        assert r["H_sd"] == pytest.approx(np.std(medians, ddof=1))
+        assert 0.2 < r["H_mean"] < 0.5
+
+    code, printed, _ = run_cli(capsys, *args, "--workers", "1", "--json")
+    assert code == 0
+    again = json.loads(printed)
+    assert again["rows"] == table["rows"]  # one worker or two: the same table
+    # H matches what `gzipscale grammar --score` reports for the same grammar and seed.
+    code, printed, _ = run_cli(
+        capsys, "grammar", "30,200,15,10", "--seed", "1", "--score", "8K", "--json"
+    )
+    one = json.loads(printed)["grammars"][0]["gzip"]["median"]
+    assert one == next(
+        s["median"] for s in table["scores"] if s["grammar"] == "30,200,15,10" and s["seed"] == 1
+    )
+
+
+def test_series_command_refuses_bad_input(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "series", "--series", "main,nonsense")
+    assert code == 2 and "field 'series'" in err and "same-vocabulary" in err
+    code, _, err = run_cli(capsys, "series", "--seeds", "4-1")
+    assert code == 2 and "field 'seeds'" in err
+    code, _, err = run_cli(capsys, "series", "--out", str(tmp_path))
+    assert code == 2 and "is a folder" in err
+    bad = tmp_path / "other.json"
+    bad.write_text('{"format": "something else"}')
+    from grammars.series import read_table
+
+    with pytest.raises(ValueError, match="not a compressibility table"):
+        read_table(bad)

@@ -114,6 +114,31 @@ def test_bootstrap_same_seed_same_intervals():
         assert first.intervals[name][0] <= lo <= hi <= first.intervals[name][1]
 
 
+# The first 9 runs of a real tiny sweep (20,300,5,10): the point fit drives A to 0
+# (log A far below what a double holds), which once crashed the bootstrap's start.
+UNDERFLOW_RUNS = [
+    (12240, 16384, 4.935159691908926),
+    (12240, 32768, 4.163639656271712),
+    (12240, 65536, 2.8960889278162343),
+    (12240, 131072, 1.7575352501166943),
+    (12240, 262144, 1.4556752740248726),
+    (12240, 524288, 1.1481588518544181),
+    (26088, 16384, 4.930150921087639),
+    (26088, 32768, 4.210006455865269),
+    (26088, 65536, 2.946346674651346),
+]
+
+
+def test_bootstrap_survives_a_point_fit_with_an_underflowed_coefficient():
+    N, D, L = (np.array(c, dtype=float) for c in zip(*UNDERFLOW_RUNS, strict=True))
+    fit = fit_scaling_law(N, D, L, emit_warnings=False)
+    assert min(fit.A, fit.B, fit.E) == 0.0  # the case this guards
+    assert np.isneginf(fit.theta).any()
+    boot = bootstrap_fit(N, D, L, n_resamples=10, seed=0, point_fit=fit)
+    lo, hi = boot.intervals["beta"]
+    assert np.isfinite(lo) and np.isfinite(hi) and lo <= hi
+
+
 def test_bootstrap_warm_start_matches_full_grid_fit():
     """A resample's warm-started fit equals a 4500-start fit of the same resample."""
     N, D, L = CASES["chinchilla"][1]

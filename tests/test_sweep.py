@@ -48,12 +48,18 @@ def rows_by_run(run_dir) -> dict:
 
 
 def test_presets_resolve_and_have_the_promised_sizes():
-    smoke, tiny, paper = (preset_spec(n) for n in ("smoke", "tiny", "paper"))
+    smoke, tiny, repro, paper = (preset_spec(n) for n in ("smoke", "tiny", "reproduction", "paper"))
     assert (len(smoke.grammars), len(smoke.shapes), len(smoke.data_sizes)) == (2, 2, 2)
     assert len(tiny.grammars) >= 3 and tiny.runs_per_grammar() == 36
     assert len(paper.grammars) == 6 and paper.runs_per_grammar() == 36
     assert paper.train.vocab_size == 32001 and paper.train.lr == 5e-5
-    assert set(PRESETS) == {"smoke", "tiny", "paper"}
+    # The reproduction study: 4 same-vocabulary grammars and 2 of about the same H but
+    # other syntax, one vocabulary for every model (docs/reproduction.md).
+    terminals = [int(g.grammar.split(",")[1]) for g in repro.grammars]
+    assert terminals[:4] == [300] * 4 and len(repro.grammars) == 6
+    assert repro.runs_per_grammar() == 36 and repro.train.vocab_size == 301
+    assert (repro.shapes, repro.data_sizes) == (tiny.shapes, tiny.data_sizes)
+    assert set(PRESETS) == {"smoke", "tiny", "reproduction", "paper"}
 
 
 def test_toml_spec_round_trips_and_errors_name_the_field(tmp_path):
@@ -109,7 +115,9 @@ def test_sweep_needs_exactly_one_source(capsys):
     with pytest.raises(SystemExit):
         main(["sweep"])
     assert main(["sweep", "--preset", "nope", "--dry-run"]) == 2
-    assert "field 'preset' must be one of smoke, tiny, paper" in capsys.readouterr().err
+    assert (
+        "field 'preset' must be one of smoke, tiny, reproduction, paper" in capsys.readouterr().err
+    )
 
 
 # -- real sweeps ----------------------------------------------------------------------------

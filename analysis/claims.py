@@ -1,0 +1,458 @@
+"""The paper's five claims (paper-facts section 7), checked against a sweep's fits.
+
+Each check is a pure function of the fitted datasets and returns a :class:`Verdict`:
+``holds``, ``does not hold`` or ``cannot decide``.  The rules are fixed here, before
+looking at any sweep, so a report cannot pick the reading that suits it:
+
+- A trend in H is **significant** when the least-squares slope over the datasets has
+  p < 0.05 *and* the bootstrap interval of that slope excludes 0.  The second test
+  carries each fit's own uncertainty (the p-value treats the fitted values as exact):
+  resample k of every dataset's bootstrap gives one slope; datasets are paired through
+  fixed permutations, because every dataset is resampled with the same seed and
+  pairing equal indices would correlate their resamples.
+- A significant trend in the claimed direction: ``holds``; in the other direction:
+  ``does not hold``; no significant trend: ``cannot decide``.
+- A claim made of several parts holds when every part holds, does not hold when any
+  part does not, and otherwise cannot be decided.
+
+The frontier exponent is ``a = β/(α+β)`` (N_opt ∝ C^a, D_opt ∝ C^(1-a)); a frontier
+"shifts toward data" when ``a`` falls.  Chinchilla's frontier has a ≈ 0.5 (N and D
+grow alike), so "crossing Chinchilla's 1:1 frontier" is read as ``a`` crossing 0.5.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import linregress
+
+ALPHA_LEVEL = 0.05
+LEVEL = 0.95
+HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "cannot decide"
+PAPER_A_CROSSING = (0.23, 0.45)  # claim 1: a crosses 0.5 between these H
+PAPER_ALPHA_BETA_CROSSING = 0.27  # claim 2
+NEAR = 0.1  # "near H = 0.27": within this distance
+SAME_H_TOLERANCE = 0.03  # claim 4: a grammar belongs to the same-H group within this
+MIN_H_GAP = 0.02  # claim 5: grammars closer in H than this are not ordered by H
+NO_SAME_H = "fewer than 2 grammars of about the same H in the sweep"
+NO_LEVELS = "no loss level that two grammars reach with different compute"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the checks need of one fitted dataset."""
+
+    name: str
+    grammar: str  # "NT,T,LEN,OPTS"
+    H: float
+    law: dict  # E, A, B, alpha, beta
+    samples: dict | None  # name -> bootstrap estimates (alpha, beta, ..., n_opt_exponent)
+    ci: dict | None  # name -> [lo, hi]
+    N: np.ndarray
+    D: np.ndarray
+    L: np.ndarray
+
+    @property
+    def terminals(self) -> int:
+        return int(self.grammar.split(",")[1])
+
+    @property
+    def a(self) -> float:
+        alpha, beta = self.law["alpha"], self.law["beta"]
+        return beta / (alpha + beta) if alpha + beta > 0 else math.nan
+
+    def sample(self, key: str) -> np.ndarray | None:
+        if self.samples is None:
+            return None
+        if key == "a":
+            key = "n_opt_exponent"
+        return np.asarray(self.samples[key], dtype=float)
+
+    def value(self, key: str) -> float:
+        return self.a if key == "a" else float(self.law[key])
+
+    def interval(self, key: str) -> tuple[float, float] | None:
+        if self.ci is None or key not in self.ci:
+            return None
+        lo, hi = self.ci[key]
+        return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A parameter regressed on H: least squares plus a bootstrap interval of the slope."""
+
+    key: str
+    slope: float
+    intercept: float
+    pvalue: float
+    slope_interval: tuple[float, float] | None
+    n: int
+
+    @property
+    def significant(self) -> bool:
+        if not self.pvalue < ALPHA_LEVEL:
+            return False
+        lo_hi = self.slope_interval
+        return lo_hi is None or lo_hi[0] > 0 or lo_hi[1] < 0
+
+    def direction(self) -> str:
+        return "rises" if self.slope > 0 else "falls"
+
+    def short(self) -> str:
+        """The slope and why it counts or not, in a few words."""
+        ci = (
+            f", slope interval [{self.slope_interval[0]:.2g}, {self.slope_interval[1]:.2g}]"
+            if self.slope_interval
+            else ""
+        )
+        verdict = "significant" if self.significant else "not significant"
+        return f"slope {self.slope:.3g}, p = {self.pvalue:.2g}{ci}: {verdict}"
+
+    def describe(self, label: str) -> str:
+        ci = (
+            f", bootstrap 95% [{self.slope_interval[0]:.3g}, {self.slope_interval[1]:.3g}]"
+            if self.slope_interval
+            else ""
+        )
+        if self.significant:
+            why = "significant"
+        elif not self.pvalue < ALPHA_LEVEL:
+            why = f"not significant: p ≥ {ALPHA_LEVEL}"
+        else:
+            why = "not significant: the bootstrap interval of the slope includes 0"
+        return (
+            f"{label} {self.direction()} with H: slope {self.slope:.3g} (p = {self.pvalue:.2g}"
+            f"{ci}; {self.n} grammars) — {why}"
+        )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: int
+    statement: str
+    verdict: str
+    evidence: list[str] = field(default_factory=list)
+    parts: dict[str, str] = field(default_factory=dict)
+    summary: str = ""  # one line for a table: the deciding numbers
+
+    def to_dict(self) -> dict:
+        return {
+            "claim": self.claim,
+            "statement": self.statement,
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "evidence": list(self.evidence),
+            "parts": dict(self.parts),
+        }
+
+
+CLAIMS = {
+    1: "Per-grammar laws differ: as H rises the compute-optimal frontier shifts toward "
+    "data, crossing Chinchilla's 1:1 frontier between H = 0.23 and H = 0.45.",
+    2: "The regression lines of α and β cross near H = 0.27; all five parameters fall "
+    "with H except E, which rises (not significantly).",
+    3: "With the vocabulary held fixed, H still predicts the shift.",
+    4: "Grammars of very different syntax but the same H give no significant shift.",
+    5: "Less compressible data needs more compute to reach the same loss.",
+}
+
+
+def _pairing(n_datasets: int, n_samples: int) -> list[np.ndarray]:
+    # Fixed permutations: deterministic (the same report twice is the same report),
+    # different per dataset position.
+    rng = np.random.default_rng(20240526)
+    return [rng.permutation(n_samples) for _ in range(n_datasets)]
+
+
+def trend(datasets: list[Dataset], key: str) -> Trend | None:
+    """``key`` (a law parameter or ``a``) regressed on H; None below 3 datasets."""
+    if len(datasets) < 3 or len({d.H for d in datasets}) < 2:
+        return None
+    H = np.array([d.H for d in datasets])
+    y = np.array([d.value(key) for d in datasets])
+    if not np.all(np.isfinite(y)):
+        return None
+    fit = linregress(H, y)
+    interval = None
+    samples = [d.sample(key) for d in datasets]
+    if all(s is not None for s in samples):
+        k = min(len(s) for s in samples)
+        order = _pairing(len(samples), k)
+        Y = np.stack([s[:k][p] for s, p in zip(samples, order, strict=True)])  # (datasets, k)
+        good = np.all(np.isfinite(Y), axis=0)
+        if good.sum() >= 10:
+            Hc = H - H.mean()
+            slopes = (Hc @ (Y[:, good] - Y[:, good].mean(axis=0))) / (Hc @ Hc)
+            tail = (1 - LEVEL) / 2 * 100
+            lo, hi = np.percentile(slopes, [tail, 100 - tail])
+            interval = (float(lo), float(hi))
+    return Trend(key, float(fit.slope), float(fit.intercept), float(fit.pvalue), interval, len(H))
+
+
+def _direction_part(t: Trend | None, want: str) -> str:
+    if t is None or not t.significant:
+        return UNDECIDED
+    return HOLDS if t.direction() == want else FAILS
+
+
+def _combine(parts: dict[str, str]) -> str:
+    if any(v == FAILS for v in parts.values()):
+        return FAILS
+    if parts and all(v == HOLDS for v in parts.values()):
+        return HOLDS
+    return UNDECIDED
+
+
+def _disjoint(x: tuple[float, float] | None, y: tuple[float, float] | None) -> bool:
+    return x is not None and y is not None and (x[1] < y[0] or y[1] < x[0])
+
+
+def _a_summary(datasets: list[Dataset]) -> str:
+    cells = []
+    for d in sorted(datasets, key=lambda d: d.H):
+        ci = d.interval("a")
+        cells.append(
+            f"{d.grammar} (H {d.H:.3f}): a = {d.a:.3f}"
+            + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+        )
+    return "; ".join(cells)
+
+
+def check_claim_1(datasets: list[Dataset]) -> Verdict:
+    evidence = [f"frontier exponent a = β/(α+β) per grammar: {_a_summary(datasets)}"]
+    parts: dict[str, str] = {}
+    ordered = sorted(datasets, key=lambda d: d.H)
+    differ = any(
+        _disjoint(x.interval("a"), y.interval("a"))
+        for i, x in enumerate(ordered)
+        for y in ordered[i + 1 :]
+    )
+    parts["laws differ (some pair of a intervals disjoint)"] = HOLDS if differ else UNDECIDED
+    t = trend(datasets, "a")
+    parts["frontier shifts toward data as H rises (a falls)"] = _direction_part(t, "falls")
+    if t is not None:
+        evidence.append(t.describe("a"))
+    crossing_part = UNDECIDED
+    if t is not None and t.significant and t.slope != 0:
+        h_star = (0.5 - t.intercept) / t.slope
+        lo, hi = PAPER_A_CROSSING
+        crossing_part = HOLDS if lo <= h_star <= hi else FAILS
+        evidence.append(
+            f"the fitted line of a crosses 0.5 (Chinchilla's 1:1) at H = {h_star:.3f}; "
+            f"the paper: between {lo} and {hi}"
+        )
+    parts["crosses a = 0.5 between H = 0.23 and 0.45"] = crossing_part
+    summary = (
+        f"a goes from {ordered[0].a:.2f} (H {ordered[0].H:.2f}) to {ordered[-1].a:.2f} "
+        f"(H {ordered[-1].H:.2f}); " + (t.short() if t is not None else "no trend fitted")
+    )
+    return Verdict(1, CLAIMS[1], _combine(parts), evidence, parts, summary)
+
+
+def check_claim_2(datasets: list[Dataset]) -> Verdict:
+    evidence: list[str] = []
+    parts: dict[str, str] = {}
+    trends = {key: trend(datasets, key) for key in ("E", "A", "B", "alpha", "beta")}
+    labels = {"alpha": "α", "beta": "β"}
+    for key in ("A", "B", "alpha", "beta"):
+        t = trends[key]
+        parts[f"{labels.get(key, key)} falls with H"] = _direction_part(t, "falls")
+        if t is not None:
+            evidence.append(t.describe(labels.get(key, key)))
+    t = trends["E"]
+    if t is None:
+        parts["E rises with H, not significantly"] = UNDECIDED
+    else:
+        evidence.append(t.describe("E"))
+        if t.slope > 0:
+            parts["E rises with H, not significantly"] = HOLDS
+        elif t.significant:
+            parts["E rises with H, not significantly"] = FAILS
+        else:
+            parts["E rises with H, not significantly"] = UNDECIDED
+    ta, tb = trends["alpha"], trends["beta"]
+    crossing = UNDECIDED
+    if ta is not None and tb is not None and ta.slope != tb.slope:
+        h_cross = (tb.intercept - ta.intercept) / (ta.slope - tb.slope)
+        interval = _crossing_interval(datasets)
+        text = f"the lines of α and β cross at H = {h_cross:.3f}"
+        target = (PAPER_ALPHA_BETA_CROSSING - NEAR, PAPER_ALPHA_BETA_CROSSING + NEAR)
+        if interval is not None:
+            text += f" (bootstrap 95% [{interval[0]:.3g}, {interval[1]:.3g}])"
+            if target[0] <= interval[0] and interval[1] <= target[1]:
+                crossing = HOLDS
+            elif interval[1] < target[0] or interval[0] > target[1]:
+                crossing = FAILS
+        evidence.append(text + f"; the paper: near {PAPER_ALPHA_BETA_CROSSING} (±{NEAR})")
+    parts[f"α and β lines cross near H = {PAPER_ALPHA_BETA_CROSSING}"] = crossing
+    grouped = {
+        verdict: [p for p, v in parts.items() if v == verdict]
+        for verdict in (HOLDS, FAILS, UNDECIDED)
+    }
+    summary = "; ".join(f"{v}: {', '.join(ps)}" for v, ps in grouped.items() if ps)
+    return Verdict(2, CLAIMS[2], _combine(parts), evidence, parts, summary)
+
+
+def _crossing_interval(datasets: list[Dataset]) -> tuple[float, float] | None:
+    """Bootstrap interval of the H where the α and β lines cross (resamples paired)."""
+    alphas = [d.sample("alpha") for d in datasets]
+    betas = [d.sample("beta") for d in datasets]
+    if any(s is None for s in alphas + betas):
+        return None
+    k = min(len(s) for s in alphas)
+    order = _pairing(len(datasets), k)
+    H = np.array([d.H for d in datasets])
+    Hc = H - H.mean()
+    A = np.stack([s[:k][p] for s, p in zip(alphas, order, strict=True)])
+    B = np.stack([s[:k][p] for s, p in zip(betas, order, strict=True)])
+    slope_a = (Hc @ (A - A.mean(axis=0))) / (Hc @ Hc)
+    slope_b = (Hc @ (B - B.mean(axis=0))) / (Hc @ Hc)
+    icpt_a = A.mean(axis=0) - slope_a * H.mean()
+    icpt_b = B.mean(axis=0) - slope_b * H.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = (icpt_b - icpt_a) / (slope_a - slope_b)
+    cross = cross[np.isfinite(cross)]
+    if cross.size < 10:
+        return None
+    tail = (1 - LEVEL) / 2 * 100
+    lo, hi = np.percentile(cross, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def check_claim_3(datasets: list[Dataset]) -> Verdict:
+    # The paper's same-vocabulary series: as many terminals in every grammar.
+    by_t: dict[int, list[Dataset]] = {}
+    for d in datasets:
+        by_t.setdefault(d.terminals, []).append(d)
+    terminals, group = max(by_t.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    parts: dict[str, str] = {}
+    evidence = [
+        f"{len(group)} grammars with {terminals} terminals: "
+        + ", ".join(f"{d.grammar} (H {d.H:.3f})" for d in sorted(group, key=lambda d: d.H))
+    ]
+    t = trend(group, "a")
+    if t is not None:
+        evidence.append(t.describe("a"))
+    parts[f"a falls with H at {terminals} terminals"] = _direction_part(t, "falls")
+    summary = f"{len(group)} grammars with {terminals} terminals: " + (
+        t.short() if t is not None else "too few for a trend"
+    )
+    return Verdict(3, CLAIMS[3], _combine(parts), evidence, parts, summary)
+
+
+def same_h_group(datasets: list[Dataset], same_h_grammars: set[str]) -> list[Dataset]:
+    """The paper's same-H grammars in the sweep, with any other grammar as close in H."""
+    core = [d for d in datasets if d.grammar in same_h_grammars]
+    if not core:
+        return []
+    lo = min(d.H for d in core) - SAME_H_TOLERANCE
+    hi = max(d.H for d in core) + SAME_H_TOLERANCE
+    return sorted((d for d in datasets if lo <= d.H <= hi), key=lambda d: d.H)
+
+
+def check_claim_4(datasets: list[Dataset], same_h_grammars: set[str]) -> Verdict:
+    group = same_h_group(datasets, same_h_grammars)
+    parts: dict[str, str] = {}
+    if len(group) < 2:
+        parts["no significant shift among same-H grammars"] = UNDECIDED
+        return Verdict(4, CLAIMS[4], UNDECIDED, [NO_SAME_H], parts, NO_SAME_H)
+    evidence = [f"same-H group: {_a_summary(group)}"]
+    intervals = [d.interval("a") for d in group]
+    shifted = any(_disjoint(x, y) for i, x in enumerate(intervals) for y in intervals[i + 1 :])
+    # The data could show a shift only if the intervals are narrower than the shift H
+    # itself produces across the sweep (the spread of a over all its grammars).
+    spread = max(d.a for d in datasets) - min(d.a for d in datasets)
+    widths = [hi - lo for lo, hi in (iv for iv in intervals if iv is not None)]
+    evidence.append(
+        f"spread of a over all {len(datasets)} grammars: {spread:.3f}; widest same-H "
+        f"interval: {max(widths):.3f}"
+        if widths
+        else "no bootstrap intervals"
+    )
+    if shifted:
+        verdict = FAILS
+    elif widths and len(widths) == len(group) and max(widths) < spread:
+        verdict = HOLDS
+    else:
+        verdict = UNDECIDED
+    parts["no significant shift among same-H grammars"] = verdict
+    if shifted:
+        detail = "two of their intervals are disjoint"
+    elif widths:
+        detail = (
+            f"the intervals overlap; the widest is {max(widths):.2f} wide, the spread of a "
+            f"over all grammars {spread:.2f}"
+        )
+    else:
+        detail = "no intervals"
+    summary = (
+        f"a = {min(d.a for d in group):.2f} to {max(d.a for d in group):.2f} over "
+        f"{len(group)} grammars at H {group[0].H:.3f}–{group[-1].H:.3f}; {detail}"
+    )
+    return Verdict(4, CLAIMS[4], verdict, evidence, parts, summary)
+
+
+def compute_to_reach(d: Dataset, level: float) -> float:
+    """Least training compute 6ND among the runs whose loss is ≤ level (inf if none)."""
+    reached = d.L <= level
+    return float((6.0 * d.N * d.D)[reached].min()) if reached.any() else math.inf
+
+
+def check_claim_5(datasets: list[Dataset]) -> Verdict:
+    """Model-free: at every observed loss level, the compute needed must not fall as H rises."""
+    levels = np.unique(np.concatenate([d.L for d in datasets]))
+    consistent = inconsistent = 0
+    worst = None
+    ordered = sorted(datasets, key=lambda d: d.H)
+    for level in levels:
+        need = [compute_to_reach(d, level) for d in ordered]
+        for i, lo in enumerate(ordered):
+            for j in range(i + 1, len(ordered)):
+                hi = ordered[j]
+                if hi.H - lo.H < MIN_H_GAP or (math.isinf(need[i]) and math.isinf(need[j])):
+                    continue
+                if need[j] == need[i]:
+                    continue  # both reach it at the same run size: says nothing
+                if need[j] > need[i]:
+                    consistent += 1
+                else:
+                    inconsistent += 1
+                    worst = worst or (lo, hi, level, need[i], need[j])
+    total = consistent + inconsistent
+    parts: dict[str, str] = {}
+    if total == 0:
+        parts["compute to reach a loss rises with H"] = UNDECIDED
+        return Verdict(5, CLAIMS[5], UNDECIDED, [NO_LEVELS], parts, NO_LEVELS)
+    share = consistent / total
+    evidence = [
+        f"at each observed loss level, the least compute 6ND among runs reaching it: "
+        f"{consistent} of {total} grammar pairs that need different compute ({share:.0%}) "
+        f"need more for the less compressible grammar"
+    ]
+    if worst is not None:
+        lo, hi, level, c_lo, c_hi = worst
+        evidence.append(
+            f"first exception: loss {level:.3f} needs {c_lo:.3g} FLOPs on {lo.grammar} "
+            f"(H {lo.H:.3f}) but {c_hi:.3g} on {hi.grammar} (H {hi.H:.3f})"
+        )
+    verdict = HOLDS if share >= 0.95 else FAILS if share < 0.5 else UNDECIDED
+    parts["compute to reach a loss rises with H (≥ 95% of comparisons)"] = verdict
+    summary = (
+        f"in {consistent} of {total} comparisons ({share:.0%}) the less compressible grammar "
+        "needs more compute to reach a loss (observed runs, no fit)"
+    )
+    return Verdict(5, CLAIMS[5], verdict, evidence, parts, summary)
+
+
+def check_claims(datasets: list[Dataset], same_h_grammars: set[str]) -> list[Verdict]:
+    """All five checks, in the paper's order."""
+    return [
+        check_claim_1(datasets),
+        check_claim_2(datasets),
+        check_claim_3(datasets),
+        check_claim_4(datasets, same_h_grammars),
+        check_claim_5(datasets),
+    ]
