@@ -46,7 +46,7 @@ PRESETS: dict[str, dict] = {
     # grammars of the same-vocabulary series and two grammars of about the same H as
     # 20,300,5,10 but very different syntax (fewer terminals, long right-hand sides).
     # Every model has the vocabulary 301, as the paper held its vocabulary at 32001, so
-    # N means the same thing for every grammar. 216 runs, about 25 minutes on 2 cores.
+    # N means the same thing for every grammar. 216 runs, about 20 minutes on 2 cores.
     "reproduction": {
         "name": "reproduction",
         "grammars": [
