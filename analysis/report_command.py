@@ -83,6 +83,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
     if args.reproduction is not None:
+        if args.out is not None:
+            raise ValueError(
+                "--out and --reproduction exclude each other: --reproduction FILE.md writes "
+                "FILE.md and its folder FILE/ beside it"
+            )
         return cmd_reproduction(args)
     if args.series is not None:
         raise ValueError("--series goes with --reproduction FILE.md")

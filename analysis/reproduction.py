@@ -484,6 +484,7 @@ def render(
             fits_table(result, settings["budget"]).sort_values("gzip_H", kind="stable"),
             _fits_columns(settings["budget"]),
         ),
+        _residuals_note(result),
         _fit_notes(result),
         fig(
             FIG_LOSS,
@@ -707,6 +708,27 @@ def _compressibility_section(series: dict) -> str:
         f"as byte tokens (ids 0-255, {series['context_length']} per document); the paper used "
         "Llama-2 tokens, which are not available offline, so its real-data values (Python "
         "0.41, C 0.37, HTML 0.35) are not directly comparable.\n\n" + "\n".join(lines)
+    )
+
+
+def _residuals_note(result: dict) -> str:
+    """How closely each law follows its runs: RMS and worst residual in log loss."""
+    cells, worst = [], None
+    for name, fit in result["fits"].items():
+        r = np.asarray(fit.residuals_log, dtype=float)
+        cells.append(f"{name} {np.sqrt(np.mean(r**2)):.3f}")
+        i = int(np.argmax(np.abs(r)))
+        if worst is None or abs(r[i]) > abs(worst[1]):
+            worst = (name, float(r[i]), i)
+    if not cells:
+        return ""
+    name, value, _ = worst
+    return (
+        "How closely each law follows its runs, as the RMS of log L − log L̂: "
+        + "; ".join(cells)
+        + f". The largest single miss is {value:+.3f} in log loss ({name}, a factor of "
+        f"{math.exp(abs(value)):.2f}); the loss-against-tokens figure shows where the runs "
+        "leave the curves."
     )
 
 

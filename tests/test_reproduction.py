@@ -144,6 +144,8 @@ def test_report_refuses_to_replace_what_it_did_not_write(recorded_run, tmp_path,
 
     code, out = _report(capsys, recorded_run, tmp_path / "report.txt")
     assert code == 2 and "ending in .md" in out
+    code, out = _report(capsys, recorded_run, tmp_path / "r.md", "--out", str(tmp_path / "x"))
+    assert code == 2 and "exclude each other" in out and not (tmp_path / "x").exists()
     code = main(["report", str(recorded_run), "--series", str(recorded_run / "series.json")])
     assert code == 2 and "--series goes with --reproduction" in capsys.readouterr().err
 
