@@ -167,6 +167,33 @@ def _pairing(n_datasets: int, n_samples: int) -> list[np.ndarray]:
     return [rng.permutation(n_samples) for _ in range(n_datasets)]
 
 
+def _resampled_lines(datasets: list[Dataset], key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(slopes, intercepts) of ``key`` on H, one least-squares line per paired bootstrap
+    resample (non-finite where a resample's value is); None without samples."""
+    samples = [d.sample(key) for d in datasets]
+    if any(s is None for s in samples):
+        return None
+    k = min(len(s) for s in samples)
+    order = _pairing(len(samples), k)
+    Y = np.stack([s[:k][p] for s, p in zip(samples, order, strict=True)])  # (datasets, k)
+    H = np.array([d.H for d in datasets])
+    Hc = H - H.mean()
+    with np.errstate(invalid="ignore", over="ignore"):
+        slopes = (Hc @ (Y - Y.mean(axis=0))) / (Hc @ Hc)
+        intercepts = Y.mean(axis=0) - slopes * H.mean()
+    return slopes, intercepts
+
+
+def _interval(values: np.ndarray) -> tuple[float, float] | None:
+    """Percentile interval at LEVEL of the finite values; None with fewer than 10."""
+    values = values[np.isfinite(values)]
+    if values.size < 10:
+        return None
+    tail = (1 - LEVEL) / 2 * 100
+    lo, hi = np.percentile(values, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def trend(datasets: list[Dataset], key: str) -> Trend | None:
     """``key`` (a law parameter or ``a``) regressed on H; None below 3 datasets."""
     if len(datasets) < 3 or len({d.H for d in datasets}) < 2:
@@ -176,19 +203,8 @@ def trend(datasets: list[Dataset], key: str) -> Trend | None:
     if not np.all(np.isfinite(y)):
         return None
     fit = linregress(H, y)
-    interval = None
-    samples = [d.sample(key) for d in datasets]
-    if all(s is not None for s in samples):
-        k = min(len(s) for s in samples)
-        order = _pairing(len(samples), k)
-        Y = np.stack([s[:k][p] for s, p in zip(samples, order, strict=True)])  # (datasets, k)
-        good = np.all(np.isfinite(Y), axis=0)
-        if good.sum() >= 10:
-            Hc = H - H.mean()
-            slopes = (Hc @ (Y[:, good] - Y[:, good].mean(axis=0))) / (Hc @ Hc)
-            tail = (1 - LEVEL) / 2 * 100
-            lo, hi = np.percentile(slopes, [tail, 100 - tail])
-            interval = (float(lo), float(hi))
+    lines = _resampled_lines(datasets, key)
+    interval = None if lines is None else _interval(lines[0])
     return Trend(key, float(fit.slope), float(fit.intercept), float(fit.pvalue), interval, len(H))
 
 
@@ -298,28 +314,12 @@ def check_claim_2(datasets: list[Dataset]) -> Verdict:
 
 def _crossing_interval(datasets: list[Dataset]) -> tuple[float, float] | None:
     """Bootstrap interval of the H where the α and β lines cross (resamples paired)."""
-    alphas = [d.sample("alpha") for d in datasets]
-    betas = [d.sample("beta") for d in datasets]
-    if any(s is None for s in alphas + betas):
+    alpha, beta = _resampled_lines(datasets, "alpha"), _resampled_lines(datasets, "beta")
+    if alpha is None or beta is None:
         return None
-    k = min(len(s) for s in alphas)
-    order = _pairing(len(datasets), k)
-    H = np.array([d.H for d in datasets])
-    Hc = H - H.mean()
-    A = np.stack([s[:k][p] for s, p in zip(alphas, order, strict=True)])
-    B = np.stack([s[:k][p] for s, p in zip(betas, order, strict=True)])
-    slope_a = (Hc @ (A - A.mean(axis=0))) / (Hc @ Hc)
-    slope_b = (Hc @ (B - B.mean(axis=0))) / (Hc @ Hc)
-    icpt_a = A.mean(axis=0) - slope_a * H.mean()
-    icpt_b = B.mean(axis=0) - slope_b * H.mean()
     with np.errstate(divide="ignore", invalid="ignore"):
-        cross = (icpt_b - icpt_a) / (slope_a - slope_b)
-    cross = cross[np.isfinite(cross)]
-    if cross.size < 10:
-        return None
-    tail = (1 - LEVEL) / 2 * 100
-    lo, hi = np.percentile(cross, [tail, 100 - tail])
-    return float(lo), float(hi)
+        cross = (beta[1] - alpha[1]) / (alpha[0] - beta[0])
+    return _interval(cross)
 
 
 def check_claim_3(datasets: list[Dataset]) -> Verdict:

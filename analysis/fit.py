@@ -976,18 +976,15 @@ def bootstrap_fit(
         rng, len(N), group_codes, n_groups, N, D, n_resamples, max_redraws=100 * n_resamples
     )
 
-    warm = [(m["A"], m["B"], m["E"], m["alpha"], m["beta"]) for m in point_fit.local_minima[1:]]
-    # log of a negative exponent is nan here, undone below; only finite rows are kept.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        warm = np.log(np.array(warm, dtype=float).reshape(-1, 5)) if warm else np.empty((0, 5))
-    if len(warm):
-        warm[:, 3:] = np.exp(warm[:, 3:])  # undo the log on the exponents
-    # A minimum with E or A or B underflowed to 0 cannot seed a start.
-    warm = warm[np.all(np.isfinite(warm), axis=1)]
-    # The point fit itself may have E, A or B underflowed to 0 (log -inf): start from a
-    # finite point that is the same law to double precision.
-    point = np.clip(point_fit.theta, -LOG_COEFFICIENT_LIMIT, LOG_COEFFICIENT_LIMIT)
-    starts = np.vstack([point[None, :], warm, extra_grid.points()])
+    # Warm starts: the point fit, then its other local minima.  A coefficient that
+    # underflowed to 0 has log -inf; clipped, it is the same law to double precision.
+    laws = [point_fit.law] + [
+        ScalingLaw(**{k: m[k] for k in LAW_NAMES}) for m in point_fit.local_minima[1:]
+    ]
+    warm = np.clip(
+        np.array([law.to_theta() for law in laws]), -LOG_COEFFICIENT_LIMIT, LOG_COEFFICIENT_LIMIT
+    )
+    starts = np.vstack([warm, extra_grid.points()])
     n_starts = len(starts)
     rows_theta = np.tile(starts, (n_resamples, 1))
     rows_weights = np.repeat(counts, n_starts, axis=0)

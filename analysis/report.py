@@ -177,17 +177,17 @@ def _write_contents(folder: Path, source: Path, points, result: dict, settings: 
 # -- the output folder -----------------------------------------------------------------
 
 
-def _check_out(out: Path, source: Path, marker: str = REPORT_MD) -> None:
+def _check_out(out: Path, source: Path, marker: str = REPORT_MD, flag: str = "--out") -> None:
     # The folder is deleted and replaced: refuse anything that might hold other work
     # (a typo such as --out . or --out RUN_DIR must not wipe a sweep).
     out_abs, source_abs = out.resolve(), source.resolve()
     if out_abs == source_abs or out_abs in source_abs.parents:
-        raise ValueError(f"--out {out} contains the input {source}; choose another folder")
+        raise ValueError(f"{flag} {out} contains the input {source}; choose another folder")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
+        raise ValueError(f"{flag} {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
         raise ValueError(
-            f"--out {out} is a non-empty folder without {marker}; it does not look like "
+            f"{flag} {out} is a non-empty folder without {marker}; it does not look like "
             "a previous report, so it is not replaced (remove it or choose another folder)"
         )
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.claims import Dataset, check_claims, same_h_group, trend
+from analysis.claims import Dataset, check_claims, trend
 from analysis.commands import fit_datasets
 from analysis.report import (
     FittedDataset,
@@ -62,7 +62,6 @@ FIG_FRONTIERS = "frontiers.png"
 FIG_PARAMETERS = "parameters_vs_gzip.png"
 DPI = 90  # committed figures: legible and small
 SAME_H_SERIES = "same-H"
-SAME_VOCAB_SERIES = "same-vocabulary"
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ def build_reproduction(
     if md_path.suffix != ".md":
         raise ValueError(f"--reproduction {md_path}: give a Markdown file name ending in .md")
     assets = md_path.with_suffix("")
-    _check_out(assets, run_dir, marker=INPUTS_JSON)
+    _check_out(assets, run_dir, marker=INPUTS_JSON, flag="--reproduction's folder")
     if md_path.exists() and GENERATED_MARK not in md_path.read_text(encoding="utf-8"):
         raise ValueError(
             f"--reproduction {md_path} exists and was not written by gzipscale report; "
@@ -346,10 +345,8 @@ def plot_frontier_exponent(datasets: list[Dataset], same_h: set[str], path: Path
 
     fig = Figure(figsize=(7.0, 4.4), layout="constrained")
     ax = fig.subplots()
-    ax.axhspan(-10, 10, alpha=0)  # keep autoscale honest about the band below
     ax.axvspan(*PAPER_A_CROSSING, color="0.9", label="paper: crosses 0.5 in this H range")
     ax.axhline(0.5, color="black", ls="--", lw=1, label="a = 0.5 (Chinchilla's 1:1)")
-    group = {d.name for d in same_h_group(datasets, same_h)}
     placed: list[float] = []
     for d in sorted(datasets, key=lambda d: d.H):
         marker, colour = ("s", "tab:purple") if d.grammar in same_h else ("o", "tab:blue")
@@ -373,7 +370,7 @@ def plot_frontier_exponent(datasets: list[Dataset], same_h: set[str], path: Path
         h = np.linspace(min(d.H for d in datasets) - 0.03, max(d.H for d in datasets) + 0.03, 20)
         ax.plot(h, t.intercept + t.slope * h, color="tab:orange", label=f"OLS: p = {t.pvalue:.2g}")
     ax.errorbar([], [], fmt="o", color="tab:blue", label="fitted a (95% bootstrap interval)")
-    if group:
+    if any(d.grammar in same_h for d in datasets):
         ax.errorbar([], [], fmt="s", color="tab:purple", label="paper's same-H grammars")
     finite = [v for d in datasets for v in (d.interval("a") or (d.a, d.a)) if math.isfinite(v)]
     lo, hi = min([*finite, 0.0]), max([*finite, 1.0])

@@ -40,7 +40,7 @@ def compressibility_table(
     jobs = [(g, s) for g in grammars for s in seeds]
     remote = ray.remote(num_cpus=1, max_retries=3)(score_grammar)
     start = time.perf_counter()
-    pending = {}
+    pending: list = []
     scores: list[SeedScore] = []
     queue = list(jobs)
     limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -49,11 +49,9 @@ def compressibility_table(
         # --workers really caps the load.
         while queue and len(pending) < limit:
             g, s = queue.pop(0)
-            ref = remote.remote(g, s, tokens, context_length=context_length)
-            pending[ref] = (g, s)
-        done, _ = ray.wait(list(pending), num_returns=1)
+            pending.append(remote.remote(g, s, tokens, context_length=context_length))
+        done, pending = ray.wait(pending, num_returns=1)
         for ref in done:
-            pending.pop(ref)
             scores.append(ray.get(ref))
             if on_progress is not None:
                 on_progress(len(scores), len(jobs), scores[-1])
