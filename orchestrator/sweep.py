@@ -160,6 +160,7 @@ def _tuner(
     use_gpu: bool,
     callbacks: list,
     trainable_fn=None,
+    restore: bool = True,
 ):
     import ray
     from ray import tune
@@ -169,21 +170,28 @@ def _tuner(
     from .trial import train_trial
 
     trainable = tune.with_resources(trainable_fn or train_trial, trial_resources)
-    if tune.Tuner.can_restore(run_location):
+    param_space = {
+        "run": tune.grid_search(runs),
+        "train": spec.train.to_dict(),
+        "train_storage": join(run_location, "train"),
+    }
+    if restore and tune.Tuner.can_restore(run_location):
         # Same spec (checked), so the same trials: finished ones are kept, the rest
         # continue from their last checkpoints, errored ones get another chance.
-        return tune.Tuner.restore(run_location, trainable=trainable, resume_errored=True), True
+        # tuner.pkl does not keep the param space; when Tune cannot read its own
+        # snapshot it "restarts the experiment" from the param space given here (an
+        # empty one made trials without a run).
+        tuner = tune.Tuner.restore(
+            run_location, trainable=trainable, resume_errored=True, param_space=param_space
+        )
+        return tuner, True
     concurrent = spec.resources.max_concurrent_trials
     if not concurrent and not use_gpu:
         cpus = ray.cluster_resources().get("CPU", 1)
         concurrent = max(1, int(cpus // spec.resources.cpus_per_trial))
     tuner = tune.Tuner(
         trainable,
-        param_space={
-            "run": tune.grid_search(runs),
-            "train": spec.train.to_dict(),
-            "train_storage": join(run_location, "train"),
-        },
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrent or None,
             # A new trial process imports torch and the project (~3 s on 2 cores); with
@@ -221,8 +229,7 @@ def reconcile(store: RunStore, grid) -> None:
         config = result.config or {}
         if "run" not in config:
             continue
-        run = config["run"]
-        key = (run["dataset"], run["shape"], int(run["tokens"]))
+        key = _run_key(config["run"])
         metrics = result.metrics or {}
         if key in have:
             continue
@@ -235,6 +242,22 @@ def reconcile(store: RunStore, grid) -> None:
             continue  # never started (an interrupted sweep): no row yet
         row = result_row(metrics.get("trial_id", ""), config, metrics, error)
         upsert_row(store, row)
+
+
+def _run_key(run: dict) -> tuple[str, str, int]:
+    return run["dataset"], run["shape"], int(run["tokens"])
+
+
+def runs_unknown_to_tune(configs: list[dict], grid, rows: dict) -> list[dict]:
+    """The planned runs that neither have a row nor a trial in ``grid``.
+
+    Empty while any trial Tune knows of is unfinished (an interrupted sweep): those
+    runs, and the unknown ones, wait for the next session.
+    """
+    known = {_run_key(r.config["run"]) for r in grid if r.config and "run" in r.config}
+    if known - set(rows):
+        return []
+    return [c for c in configs if _run_key(c) not in known and _run_key(c) not in rows]
 
 
 def write_report(store: RunStore) -> tuple[str | None, str]:
@@ -312,6 +335,25 @@ def run_sweep(
         say("resuming the Tune experiment: finished runs are kept, the rest continue")
     grid = tuner.fit()
     reconcile(store, grid)
+    if restored:
+        unknown = runs_unknown_to_tune(configs, grid, read_rows(store))
+        if unknown:
+            # Tune resumes only the trials its search-algorithm snapshot knew of; a driver
+            # killed before that snapshot reached storage leaves runs no trial will ever
+            # run. They have no checkpoints, so a fresh experiment over them loses nothing.
+            say(f"{len(unknown)} runs were not in Tune's snapshot; starting them afresh")
+            tuner, _ = _tuner(
+                spec,
+                unknown,
+                storage,
+                run_location,
+                use_gpu,
+                callbacks or [],
+                trainable,
+                restore=False,
+            )
+            grid = tuner.fit()
+            reconcile(store, grid)
 
     rows = read_rows(store)
     planned = {(r.dataset, r.shape, r.tokens) for r in runs}

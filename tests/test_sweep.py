@@ -21,7 +21,7 @@ from orchestrator.cli import main
 from orchestrator.plan import plan_runs
 from orchestrator.presets import PRESETS, preset_spec
 from orchestrator.spec import SweepSpec
-from orchestrator.sweep import SweepError, run_sweep
+from orchestrator.sweep import SweepError, run_sweep, runs_unknown_to_tune
 
 SMALL = {
     "name": "small",
@@ -118,6 +118,23 @@ def test_sweep_needs_exactly_one_source(capsys):
     assert (
         "field 'preset' must be one of smoke, tiny, reproduction, paper" in capsys.readouterr().err
     )
+
+
+def test_runs_unknown_to_a_resumed_tune_experiment_are_found_only_when_it_is_idle():
+    """Tune resumes only the trials of its last snapshot; runs it never created must be
+    started afresh, but not while a known trial is merely unfinished (an interrupt)."""
+    from types import SimpleNamespace
+
+    def run(shape, tokens):
+        return {"dataset": "d", "shape": shape, "tokens": tokens}
+
+    configs = [run("tiny-1", 16), run("tiny-1", 32), run("tiny-2", 16), run("tiny-2", 32)]
+    grid = [SimpleNamespace(config={"run": c}) for c in configs[:2]]
+    grid.append(SimpleNamespace(config=None))  # a trial Tune restored without a config
+    rows = {("d", "tiny-1", 16): {}, ("d", "tiny-1", 32): {}, ("d", "tiny-2", 32): {}}
+    assert runs_unknown_to_tune(configs, grid, rows) == [run("tiny-2", 16)]
+    del rows[("d", "tiny-1", 32)]  # a known trial did not finish: wait for the next session
+    assert runs_unknown_to_tune(configs, grid, rows) == []
 
 
 # -- real sweeps ----------------------------------------------------------------------------
