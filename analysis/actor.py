@@ -35,11 +35,13 @@ import ray
 import ray.cloudpickle
 from ray import tune
 
-from analysis.commands import DEFAULT_BUDGET, DEFAULT_SEED, LAW_KEYS, fit_datasets, json_safe
-from analysis.fit import UnderdeterminedFit
-from analysis.regression import MIN_DATASETS, fit_gzip_regression
-from analysis.results import ResultRow, ResultRowError
-from analysis.table import dataset_gzip
+from gzipscale.analysis.commands import DEFAULT_BUDGET, DEFAULT_SEED, LAW_KEYS, fit_datasets
+from gzipscale.analysis.fit import UnderdeterminedFit
+from gzipscale.analysis.regression import MIN_DATASETS, fit_gzip_regression
+from gzipscale.analysis.results import ResultRow, ResultRowError
+from gzipscale.analysis.table import dataset_gzip
+from gzipscale.helpers import json_safe
+from gzipscale.vocabulary import FAILED, FINISHED, RUNNING
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +53,6 @@ DEFAULT_BOOTSTRAP = 50
 DEFAULT_SETTLE_S = 0.2
 # Threads for the actor's methods: a blocked wait_for_idle must not stall the callback.
 MAX_CONCURRENCY = 8
-RUNNING = "running"
-FINISHED = "finished"
-FAILED = "failed"
 
 # Keys the callback reads.  From trial.config: the run's identity (ResultRow fields).
 CONFIG_KEYS = (

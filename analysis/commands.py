@@ -14,6 +14,8 @@ import math
 import sys
 from pathlib import Path
 
+from gzipscale.helpers import json_safe
+
 DEFAULT_BOOTSTRAP = 200
 DEFAULT_BUDGET = 1e18
 DEFAULT_SEED = 0
@@ -43,19 +45,6 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def json_safe(value):
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (strict JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     return value
 
 
@@ -119,7 +108,7 @@ class _Progress:
 
 
 def _frontier(fit, budget: float) -> dict:
-    from analysis.frontier import compute_optimal, crossing_budget
+    from gzipscale.analysis.frontier import compute_optimal, crossing_budget
 
     point = compute_optimal(fit, budget)
     return {
@@ -145,8 +134,8 @@ def fit_datasets(points, *, bootstrap: int, seed: int, budget: float) -> dict:
     and ``bootstraps`` hold the :class:`~analysis.fit.ScalingFit` and
     :class:`~analysis.fit.BootstrapResult` objects (not JSON) for callers that go on.
     """
-    from analysis.fit import UnderdeterminedFit, bootstrap_fit, fit_scaling_law
-    from analysis.table import dataset_gzip
+    from gzipscale.analysis.fit import UnderdeterminedFit, bootstrap_fit, fit_scaling_law
+    from gzipscale.analysis.table import dataset_gzip
 
     excluded = points.attrs.get("excluded", {})
     names = list(dict.fromkeys(points["dataset"]))  # first-appearance order
@@ -227,7 +216,7 @@ def fit_datasets(points, *, bootstrap: int, seed: int, budget: float) -> dict:
     regression, regression_note = None, None
     with_h = [n for n in datasets if datasets[n]["gzip"] is not None]
     if len(with_h) >= 3:
-        from analysis.regression import fit_gzip_regression
+        from gzipscale.analysis.regression import fit_gzip_regression
 
         try:
             regression = fit_gzip_regression(
@@ -250,7 +239,7 @@ def fit_datasets(points, *, bootstrap: int, seed: int, budget: float) -> dict:
 
 def fit_report(path, *, bootstrap: int, seed: int, budget: float) -> dict:
     """What ``gzipscale fit --json`` prints, as a dict (plus ``regression_note``)."""
-    from analysis.table import load_points
+    from gzipscale.analysis.table import load_points
 
     result = fit_datasets(load_points(path), bootstrap=bootstrap, seed=seed, budget=budget)
     reg = result["regression"]
@@ -336,7 +325,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def score_corpus(path, *, text: bool, context_length: int):
     """The corpus's gzip score to predict from: token-level unless ``text``."""
-    from grammars.corpora import score_path
+    from gzipscale.grammars.corpora import score_path
 
     scores = score_path(path, text=text, context_length=context_length)
     wanted = ("text",) if text else TOKEN_KINDS
@@ -352,8 +341,8 @@ def predict_report(
     corpus, source, *, budget: float, text: bool = False, seed: int = 0, context_length: int = 256
 ) -> dict:
     """What ``gzipscale predict --json`` prints, as a dict."""
-    from analysis.regression import MIN_DATASETS, predict_at_gzip
-    from analysis.table import load_points
+    from gzipscale.analysis.regression import MIN_DATASETS, predict_at_gzip
+    from gzipscale.analysis.table import load_points
 
     score = score_corpus(corpus, text=text, context_length=context_length)
     H = float(score.stats.median)

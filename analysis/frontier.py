@@ -24,9 +24,8 @@ from typing import Protocol
 
 import numpy as np
 
-from analysis.fit import ScalingLaw
-
-FLOPS_PER_PARAM_TOKEN = 6.0
+from gzipscale.analysis.fit import ScalingLaw
+from gzipscale.vocabulary import FLOPS_PER_PARAM_TOKEN
 
 # Chinchilla's Approach 3 fit (Hoffmann et al. 2022, Eq. 10).
 CHINCHILLA = ScalingLaw(E=1.6934, A=406.40, B=410.72, alpha=0.33917, beta=0.28491)

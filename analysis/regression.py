@@ -34,8 +34,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.stats import linregress
 
-from analysis.fit import LAW_NAMES, ScalingLaw, UnderdeterminedFit
-from analysis.frontier import CHINCHILLA, compute_optimal
+from gzipscale.analysis.fit import LAW_NAMES, ScalingLaw, UnderdeterminedFit
+from gzipscale.analysis.frontier import CHINCHILLA, compute_optimal
 
 MIN_DATASETS = 3
 FRONTIER_FIELDS = ("N_opt", "D_opt", "tokens_per_parameter", "loss")

@@ -20,26 +20,23 @@ matters when a caller (a notebook, a test run) has its own.
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.commands import (
+from gzipscale.analysis.commands import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_BUDGET,
     DEFAULT_SEED,
     LAW_KEYS,
     fit_datasets,
 )
-from analysis.fit import ScalingLaw
-from analysis.regression import MIN_DATASETS
-from analysis.table import DEFAULT_DATASET, load_points, read_frame
+from gzipscale.analysis.fit import ScalingLaw
+from gzipscale.analysis.regression import MIN_DATASETS
+from gzipscale.analysis.table import DEFAULT_DATASET, load_points, read_frame
+from gzipscale.helpers import atomic_directory
 
 REPORT_DIR = "report"
 REPORT_MD = "report.md"
@@ -137,7 +134,7 @@ def build_report(
         reasons = "; ".join(f"{n}: {r}" for n, r in result["skipped"].items()) or "no rows"
         raise ValueError(f"{source}: no dataset could be fitted, nothing to report ({reasons})")
     settings = {"source": str(source), "bootstrap": bootstrap, "seed": seed, "budget": budget}
-    with _staging(out) as folder:
+    with atomic_directory(out) as folder:
         files = _write_contents(folder, source, points, result, settings)
     return {
         "out": str(out),
@@ -192,28 +189,6 @@ def _check_out(out: Path, source: Path, marker: str = REPORT_MD, flag: str = "--
         )
 
 
-@contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A temporary sibling of ``out`` that replaces ``out`` when the block succeeds."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-        tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read
-        # rename(2) cannot replace a non-empty folder, so move the old one aside first;
-        # between the two renames ``out`` briefly does not exist.
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            out.rename(old / out.name)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 # -- tables ----------------------------------------------------------------------------
 
 
@@ -238,7 +213,7 @@ def fitted_datasets(points: pd.DataFrame, result: dict) -> list[FittedDataset]:
 
 def datasets_table(source: Path, points: pd.DataFrame, result: dict) -> pd.DataFrame:
     """Table 1: per dataset its grammar, gzip H, finished and failed runs."""
-    from analysis.table import dataset_gzip
+    from gzipscale.analysis.table import dataset_gzip
 
     excluded = points.attrs.get("excluded", {})
     names = list(dict.fromkeys([*points["dataset"], *excluded]))
@@ -606,7 +581,7 @@ def plot_loss_surface(fitted: list[FittedDataset], path: Path) -> None:
     from matplotlib.patheffects import Normal, Stroke
     from matplotlib.ticker import LogFormatterSciNotation
 
-    from analysis.frontier import optimal_allocation
+    from gzipscale.analysis.frontier import optimal_allocation
 
     fig, axes = _panel_grid(len(fitted), (4.8, 3.9))
     for ax, f in zip(axes, fitted, strict=True):
@@ -711,7 +686,7 @@ def plot_frontiers(fitted: list[FittedDataset], path: Path, budget: float) -> No
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    from analysis.frontier import CHINCHILLA, crossing_budget, tokens_per_parameter
+    from gzipscale.analysis.frontier import CHINCHILLA, crossing_budget, tokens_per_parameter
 
     fig = Figure(figsize=(7.8, 5.0), layout="constrained")
     ax = fig.subplots()

@@ -11,16 +11,14 @@ import argparse
 import json
 from pathlib import Path
 
-from analysis.commands import (
-    add_fit_options,
-    json_safe,
-)
+from gzipscale.analysis.commands import add_fit_options
+from gzipscale.helpers import json_safe
 
 
 def _sweep_command(run_dir: Path) -> str:
     """The command that makes this run directory: the preset's, when it is one."""
-    from orchestrator.presets import PRESETS
-    from orchestrator.spec import SweepSpec
+    from gzipscale.orchestrator.presets import PRESETS
+    from gzipscale.orchestrator.spec import SweepSpec
 
     recorded = json.loads((run_dir / "sweep.json").read_text(encoding="utf-8"))
     name = recorded.get("name")
@@ -30,15 +28,15 @@ def _sweep_command(run_dir: Path) -> str:
 
 
 def _paper_plan() -> dict:
-    from orchestrator.presets import preset_spec
-    from orchestrator.sweep import dry_run
+    from gzipscale.orchestrator.presets import preset_spec
+    from gzipscale.orchestrator.sweep import dry_run
 
     return dry_run(preset_spec("paper"))
 
 
 def _report_command(args: argparse.Namespace) -> str:
     """This command, spelled canonically: what the report says made it."""
-    from analysis.commands import DEFAULT_BOOTSTRAP, DEFAULT_BUDGET, DEFAULT_SEED
+    from gzipscale.analysis.commands import DEFAULT_BOOTSTRAP, DEFAULT_BUDGET, DEFAULT_SEED
 
     words = ["gzipscale", "report", str(args.run_dir), "--reproduction", str(args.reproduction)]
     if args.series is not None:
@@ -53,7 +51,7 @@ def _report_command(args: argparse.Namespace) -> str:
 
 
 def cmd_reproduction(args: argparse.Namespace) -> int:
-    from analysis.reproduction import build_reproduction
+    from gzipscale.analysis.reproduction import build_reproduction
 
     if not (args.run_dir / "sweep.json").is_file():
         raise FileNotFoundError(
@@ -80,7 +78,7 @@ def cmd_reproduction(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analysis.report import build_report
+    from gzipscale.analysis.report import build_report
 
     if args.reproduction is not None:
         if args.out is not None:

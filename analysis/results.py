@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from gzipscale.helpers import atomic_write
+from gzipscale.vocabulary import FLOPS_PER_PARAM_TOKEN
+
 STATUSES = ("finished", "failed")
 # C = 6 N D (Kaplan/Chinchilla); the frontier in analysis/frontier.py assumes it, so a
 # row whose flops disagree would silently put the fit on another compute axis.
-FLOPS_PER_PARAM_TOKEN = 6.0
 FLOPS_RTOL = 1e-6
-RESULTS_FILE = "results.csv"
 
 
 class ResultRowError(ValueError):
@@ -234,26 +233,15 @@ def write_results_csv(rows: Iterable[ResultRow | Mapping], path: str | Path) -> 
     """
     path = Path(path)
     records = [r if isinstance(r, ResultRow) else ResultRow.from_dict(r) for r in rows]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(RESULT_COLUMNS)
-            for row in records:
-                record = row.to_dict()
-                writer.writerow([_cell(record[c]) for c in RESULT_COLUMNS])
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); a results table is for everyone who can
-        # read the run directory, so give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(handle) -> None:
+        writer = csv.writer(handle)
+        writer.writerow(RESULT_COLUMNS)
+        for row in records:
+            record = row.to_dict()
+            writer.writerow([_cell(record[c]) for c in RESULT_COLUMNS])
+
+    atomic_write(path, write, mode="w")
     return path
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.results import RESULT_COLUMNS, RESULTS_FILE, read_results_csv
+from gzipscale.analysis.results import RESULT_COLUMNS, read_results_csv
+from gzipscale.vocabulary import RESULTS_FILE
 
 DEFAULT_DATASET = "all"
 POINT_COLUMNS = ("params", "tokens", "loss")

@@ -13,24 +13,22 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from common import write_results  # noqa: E402
 
-from grammars.dataset import DatasetSpec  # noqa: E402
-from grammars.gzip_metric import gzip_ratios  # noqa: E402
-from grammars.pipeline import ensure_ray, generate_dataset  # noqa: E402
-from grammars.random_pcfg import grammar_text  # noqa: E402
-from grammars.reference import reference_sentences  # noqa: E402
-from grammars.sampler import assemble_documents  # noqa: E402
-from grammars.spec import GrammarSpec  # noqa: E402
+from gzipscale.grammars.dataset import DatasetSpec  # noqa: E402
+from gzipscale.grammars.gzip_metric import gzip_ratios  # noqa: E402
+from gzipscale.grammars.pipeline import generate_dataset  # noqa: E402
+from gzipscale.grammars.random_pcfg import grammar_text  # noqa: E402
+from gzipscale.grammars.reference import reference_sentences  # noqa: E402
+from gzipscale.grammars.sampler import assemble_documents  # noqa: E402
+from gzipscale.grammars.spec import GrammarSpec  # noqa: E402
+from gzipscale.helpers import ensure_ray
 
 GRAMMARS = [(20, 300, 5, 10), (50, 300, 10, 20)]
 

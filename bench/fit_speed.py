@@ -36,9 +36,8 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from analysis.fit import (  # noqa: E402
+from gzipscale.analysis.fit import (  # noqa: E402
     DEFAULT_GRID,
     FitWarning,
     ScalingLaw,

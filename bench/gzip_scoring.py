@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import sys
 import time
 import zlib
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import pin_one_core, write_results  # noqa: E402
 
@@ -22,9 +17,9 @@ CORE = pin_one_core()
 
 import numpy as np  # noqa: E402
 
-from grammars.dataset import DatasetSpec, make_block  # noqa: E402
-from grammars.gzip_metric import gzip_ratios  # noqa: E402
-from grammars.spec import GrammarSpec  # noqa: E402
+from gzipscale.grammars.dataset import DatasetSpec, make_block  # noqa: E402
+from gzipscale.grammars.gzip_metric import gzip_ratios  # noqa: E402
+from gzipscale.grammars.spec import GrammarSpec  # noqa: E402
 
 
 def best_of(fn, repeats: int) -> float:

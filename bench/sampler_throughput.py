@@ -11,12 +11,7 @@ included), where the reference does not produce 100K tokens in 5 minutes.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import pin_one_core, write_results  # noqa: E402
 
@@ -24,10 +19,10 @@ CORE = pin_one_core()
 
 import numpy as np  # noqa: E402
 
-from grammars.random_pcfg import grammar_text  # noqa: E402
-from grammars.reference import reference_sentences  # noqa: E402
-from grammars.sampler import assemble_documents, compiled_for, sample_documents  # noqa: E402
-from grammars.spec import GrammarSpec  # noqa: E402
+from gzipscale.grammars.random_pcfg import grammar_text  # noqa: E402
+from gzipscale.grammars.reference import reference_sentences  # noqa: E402
+from gzipscale.grammars.sampler import assemble_documents, compiled_for, sample_documents  # noqa: E402
+from gzipscale.grammars.spec import GrammarSpec  # noqa: E402
 
 SAME_VOCAB = [(3, 300, 2, 2), (10, 300, 3, 5), (20, 300, 5, 10), (50, 300, 10, 20)]
 HARD = [(100, 300, 30, 100), (200, 300, 50, 200)]

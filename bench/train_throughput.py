@@ -30,15 +30,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
 from bench.common import write_results  # noqa: E402
-from trainers.config import preset  # noqa: E402
-from trainers.model import Llama  # noqa: E402
-from trainers.shapes import PAPER_VOCAB, get_shape  # noqa: E402
-from trainers.train import make_optimizer  # noqa: E402
+from gzipscale.trainers.config import preset  # noqa: E402
+from gzipscale.trainers.model import Llama  # noqa: E402
+from gzipscale.trainers.shapes import PAPER_VOCAB, get_shape  # noqa: E402
+from gzipscale.trainers.train import make_optimizer  # noqa: E402
 
 BATCH, CONTEXT = 32, 256
 DATASET_VOCAB = 301  # a 300-terminal PCFG plus the separator
@@ -49,10 +48,10 @@ def pcfg_batch(vocab: int, seed: int = 0) -> torch.Tensor:
     """32 documents of a (20,300,5,10) grammar; ids fit any vocabulary >= 301."""
     import numpy as np
 
-    from grammars.compiled import compile_grammar
-    from grammars.random_pcfg import grammar_text
-    from grammars.sampler import sample_documents
-    from grammars.spec import GrammarSpec
+    from gzipscale.grammars.compiled import compile_grammar
+    from gzipscale.grammars.random_pcfg import grammar_text
+    from gzipscale.grammars.sampler import sample_documents
+    from gzipscale.grammars.spec import GrammarSpec
 
     spec = GrammarSpec.parse("20,300,5,10", seed=seed)
     g = compile_grammar(grammar_text(spec), spec.name)

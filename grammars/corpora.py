@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gzipscale.vocabulary import DEFAULT_CONTEXT_LENGTH, MANIFEST_FILE
+
 from .gzip_metric import GzipStats, gzip_ratio, gzip_ratios, gzip_ratios_chunks
-from .sampler import DEFAULT_CONTEXT_LENGTH
 
 REAL_CORPUS_BYTES = 4_000_000  # enough for ~4000 documents per corpus, a few seconds to score
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".c", ".h", ".js", ".html", ".json", ".csv", ".tex"}
@@ -132,12 +133,12 @@ def score_path(
     path: str | Path, text: bool = False, context_length: int = DEFAULT_CONTEXT_LENGTH
 ) -> list[CorpusScore]:
     """Score a dataset directory, a Parquet file, a ``.npy`` file, or text files/directories."""
-    from .dataset import MANIFEST, read_gzip_column, read_manifest
+    from .dataset import read_gzip_column, read_manifest
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    if path.is_dir() and (path / MANIFEST).exists() and not text:
+    if path.is_dir() and (path / MANIFEST_FILE).exists() and not text:
         manifest = read_manifest(path)
         ratios = np.concatenate([read_gzip_column(path / s["path"]) for s in manifest["shards"]])
         return [CorpusScore(manifest["name"], "pcfg", GzipStats.of(ratios), str(path), ratios)]

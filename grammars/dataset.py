@@ -23,9 +23,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,17 +31,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from gzipscale.helpers import (
+    SpecError,
+    atomic_write_json,
+    check_int_field,
+    file_sha256,
+    spec_differences,
+)
+from gzipscale.vocabulary import DATASET_EVAL_TOKENS, DEFAULT_CONTEXT_LENGTH, MANIFEST_FILE
+
 from .compiled import compile_grammar
 from .gzip_metric import GzipStats, gzip_ratios
 from .random_pcfg import grammar_text
-from .sampler import DEFAULT_CONTEXT_LENGTH, SAMPLER_MODES, compiled_for, sample_documents
-from .spec import GrammarSpec, SpecError, check_int_field, spec_differences
+from .sampler import SAMPLER_MODES, compiled_for, sample_documents
+from .spec import GrammarSpec
 
 FORMAT = "gzipscale-dataset"
 FORMAT_VERSION = 1
 BLOCK_DOCS = 1024
-DEFAULT_EVAL_TOKENS = 512_000
-MANIFEST = "manifest.json"
 INCOMPLETE = ".incomplete.json"
 SPLIT_STREAMS = {"train": 0, "eval": 1}
 
@@ -58,7 +63,7 @@ class DatasetSpec:
 
     grammar: GrammarSpec
     tokens: int  # training tokens requested; rounded up to whole documents
-    eval_tokens: int = DEFAULT_EVAL_TOKENS
+    eval_tokens: int = DATASET_EVAL_TOKENS
     context_length: int = DEFAULT_CONTEXT_LENGTH
     sampler: str = "prefix"
     block_docs: int = BLOCK_DOCS
@@ -152,33 +157,6 @@ def build_shard(spec: DatasetSpec, split: str, block: int) -> dict:
     }
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_json(path: Path, payload: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _identity(spec: DatasetSpec) -> dict:
     return {"format": FORMAT, "version": FORMAT_VERSION, "spec": spec.to_dict()}
 
@@ -191,7 +169,7 @@ def prepare_output(out: Path, spec: DatasetSpec) -> dict | None:
     something that is not a gzipscale dataset.
     """
     want = _identity(spec)
-    manifest_path, marker = out / MANIFEST, out / INCOMPLETE
+    manifest_path, marker = out / MANIFEST_FILE, out / INCOMPLETE
     for path, state in ((manifest_path, "complete"), (marker, "partly generated")):
         if path.exists():
             have = json.loads(path.read_text())
@@ -208,7 +186,7 @@ def prepare_output(out: Path, spec: DatasetSpec) -> dict | None:
             return None
     if out.exists() and any(out.iterdir()):
         raise DatasetError(
-            f"{out} exists and is not a gzipscale dataset (no {MANIFEST} or {INCOMPLETE}); "
+            f"{out} exists and is not a gzipscale dataset (no {MANIFEST_FILE} or {INCOMPLETE}); "
             "refusing to write into it. Choose an empty or new --out directory."
         )
     out.mkdir(parents=True, exist_ok=True)
@@ -296,21 +274,21 @@ def finalize(out: Path, spec: DatasetSpec, known: dict[str, dict], wall_s: float
             "wall_s": wall_s,
         }
     )
-    atomic_write_json(out / MANIFEST, manifest)
+    atomic_write_json(out / MANIFEST_FILE, manifest)
     (out / INCOMPLETE).unlink(missing_ok=True)
     return manifest
 
 
 def read_manifest(path: str | Path) -> dict:
     path = Path(path)
-    manifest_path = path / MANIFEST
+    manifest_path = path / MANIFEST_FILE
     if not manifest_path.exists():
         if (path / INCOMPLETE).exists():
             raise DatasetError(
                 f"{path} is an incomplete dataset (generation was interrupted); run the same "
                 "`gzipscale data` command again to finish it"
             )
-        raise DatasetError(f"{path} is not a dataset directory (no {MANIFEST})")
+        raise DatasetError(f"{path} is not a dataset directory (no {MANIFEST_FILE})")
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT:
         raise DatasetError(f"{manifest_path} is not a gzipscale dataset manifest")

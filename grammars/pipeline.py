@@ -11,35 +11,21 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gzipscale.helpers import atomic_write_bytes, ensure_ray
+
 from .dataset import (
     DatasetError,
     DatasetSpec,
-    atomic_write_bytes,
     build_shard,
     finalize,
     missing_blocks,
     prepare_output,
     verify_dataset,
 )
-
-
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Attach to the cluster in ``address``/``RAY_ADDRESS``, or start an embedded one."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
 def _configure_ray_data() -> None:

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .sampler import DEFAULT_CONTEXT_LENGTH, assemble_documents
+from gzipscale.vocabulary import DEFAULT_CONTEXT_LENGTH
+
+from .sampler import assemble_documents
 
 
 def reference_grammar(grammar_text: str):

@@ -42,6 +42,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from gzipscale.vocabulary import DEFAULT_CONTEXT_LENGTH
+
 from .compiled import (
     SEPARATOR,
     CompiledGrammar,
@@ -52,7 +54,6 @@ from .compiled import (
 from .compiled import compile_grammar as _compile
 
 SAMPLER_MODES = ("prefix", "finite")
-DEFAULT_CONTEXT_LENGTH = 256
 # Rounds are cheap once few documents remain; this cap only triggers for grammars whose
 # leftmost derivations almost never reach a terminal (or never do).
 DEFAULT_MAX_ROUNDS = 20_000

@@ -90,10 +90,15 @@ def _command_line(args: argparse.Namespace) -> str:
 def cmd_series(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .dataset import atomic_write_json
-    from .pipeline import ensure_ray
+    from gzipscale.helpers import (
+        atomic_write_json,
+        check_int_field,
+        ensure_ray,
+        parse_seeds,
+        parse_size,
+    )
+
     from .series import PAPER_SERIES, series_grammars
-    from .spec import check_int_field, parse_seeds, parse_size
 
     series = [s.strip() for s in args.series.split(",")] if args.series else list(PAPER_SERIES)
     series_grammars(series)  # refuses an unknown series before Ray starts

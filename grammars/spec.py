@@ -6,8 +6,9 @@ names the field and the allowed range instead of deep inside NLTK or numpy.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
+
+from gzipscale.helpers import SpecError, check_int_field
 
 # Upper bounds keep a typo (an extra zero or two) from allocating gigabytes; they are
 # far above anything the paper used (at most 200 nonterminals, 2000 terminals).
@@ -21,28 +22,9 @@ FIELD_RANGES: dict[str, tuple[int, int]] = {
 SPEC_FIELDS = ("nonterminals", "terminals", "max_rhs_len", "max_rhs_options")
 
 
-class SpecError(ValueError):
-    """A grammar, dataset or size specification that cannot be used."""
-
-
-def check_int_field(name: str, value: object, low: int, high: int, what: str = "field") -> int:
-    """Return ``value`` as an int if it is an integer in ``low..high``, else raise SpecError."""
-    # bool is an int subclass; "True nonterminals" is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-            value = int(value)
-        else:
-            raise SpecError(f"{what} '{name}' must be an integer in {low}..{high}, got {value!r}")
-    if not low <= value <= high:
-        raise SpecError(f"{what} '{name}' must be an integer in {low}..{high}, got {value}")
-    return value
-
-
 @dataclass(frozen=True)
 class GrammarSpec:
-    """A random PCFG as the paper builds it (paper-facts §1).
+    """A random PCFG as the paper builds it (Pandey 2024, §2).
 
     Attributes:
         nonterminals: number of nonterminals N0..N{n-1} (the start symbol S is extra).
@@ -109,71 +91,3 @@ class GrammarSpec:
 
     def __str__(self) -> str:
         return f"({self.short}) seed {self.seed}"
-
-
-_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12}
-
-
-def parse_size(text: str | int, field: str = "tokens", minimum: int = 1) -> int:
-    """Parse a count such as ``100K``, ``10M``, ``1.5M``, ``2e6`` or ``250000`` (decimal units)."""
-    if isinstance(text, bool):
-        raise SpecError(f"'{field}' must be a positive count such as 100K or 10M, got {text!r}")
-    if isinstance(text, int):
-        value = text
-    else:
-        match = re.fullmatch(
-            r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*([kKmMgGbBtT]?)\s*", str(text)
-        )
-        if not match:
-            raise SpecError(
-                f"'{field}' must be a count such as 100K, 10M or 250000 "
-                f"(suffixes K, M, G), got {text!r}"
-            )
-        number = float(match.group(1)) * _SUFFIXES[match.group(2).upper()]
-        if not number.is_integer():
-            raise SpecError(f"'{field}' must be a whole number of tokens, got {text!r}")
-        value = int(number)
-    if value < minimum:
-        raise SpecError(f"'{field}' must be at least {minimum}, got {text!r}")
-    return value
-
-
-def format_size(n: int) -> str:
-    """Inverse of parse_size for round numbers: 100000 -> '100K'."""
-    for suffix, scale in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= scale and n % scale == 0:
-            return f"{n // scale}{suffix}"
-    return str(n)
-
-
-def spec_differences(have: dict, want: dict, prefix: str = "") -> list[str]:
-    """What differs between two nested spec dicts, one ``key: old there, new requested``
-    line per leaf; the refusals of datasets, runs and sweeps all say it this way."""
-    diffs = []
-    for key in sorted(set(have) | set(want), key=str):
-        a, b = have.get(key), want.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += spec_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            diffs.append(f"{prefix}{key}: {a!r} there, {b!r} requested")
-    return diffs
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``3`` -> [3]; ``0-4`` -> [0..4]; ``1,5,9`` -> [1, 5, 9]; duplicates dropped."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                if int(hi) < int(lo):
-                    raise ValueError
-                seeds += list(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise SpecError(
-            f"field 'seeds' must be integers such as 3, 0-4 or 1,5,9, got {text!r}"
-        ) from None
-    return list(dict.fromkeys(seeds))

@@ -15,12 +15,11 @@ from pathlib import Path
 
 from ray import tune
 
-from analysis.actor import FAILED, FINISHED, completed_status, error_reason, trial_row
-from analysis.results import RESULTS_FILE, ResultRow, read_results_csv, write_results_csv
+from gzipscale.analysis.actor import completed_status, error_reason, trial_row
+from gzipscale.analysis.results import ResultRow, read_results_csv, write_results_csv
+from gzipscale.vocabulary import EVENTS_FILE, FAILED, FINISHED, RESULTS_FILE
 
 from .storage import RunStore
-
-EVENTS_FILE = "events.log"
 
 
 def row_key(row: Mapping) -> tuple:

@@ -37,9 +37,10 @@ def _console(stderr: bool = True):
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from grammars.dataset import DatasetSpec
-    from grammars.pipeline import ensure_ray, generate_dataset
-    from grammars.spec import GrammarSpec, check_int_field, format_size, parse_size
+    from gzipscale.grammars.dataset import DatasetSpec
+    from gzipscale.grammars.pipeline import generate_dataset
+    from gzipscale.grammars.spec import GrammarSpec
+    from gzipscale.helpers import check_int_field, ensure_ray, format_size, parse_size
 
     grammar = GrammarSpec.parse(args.grammar, seed=check_int_field("seed", args.seed, 0, 2**63 - 1))
     spec = DatasetSpec(
@@ -148,7 +149,7 @@ def _scores_table(scores, title: str):
 
 
 def cmd_gzip(args: argparse.Namespace) -> int:
-    from grammars.corpora import real_data_scores, score_path
+    from gzipscale.grammars.corpora import real_data_scores, score_path
 
     if not args.paths and not args.real:
         raise ValueError("give at least one PATH to score, or --real for the real-data references")
@@ -158,7 +159,7 @@ def cmd_gzip(args: argparse.Namespace) -> int:
     if args.real:
         scores += real_data_scores(args.context_length)
     if args.plot:
-        from grammars.corpora import plot_scores
+        from gzipscale.grammars.corpora import plot_scores
 
         print(f"figure written to {plot_scores(scores, args.plot)}", file=sys.stderr)
     if args.json:
@@ -181,11 +182,12 @@ def cmd_gzip(args: argparse.Namespace) -> int:
 def cmd_grammar(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from grammars.compiled import compile_grammar
-    from grammars.gzip_metric import GzipStats
-    from grammars.random_pcfg import grammar_text
-    from grammars.series import training_split_ratios
-    from grammars.spec import GrammarSpec, parse_seeds, parse_size
+    from gzipscale.grammars.compiled import compile_grammar
+    from gzipscale.grammars.gzip_metric import GzipStats
+    from gzipscale.grammars.random_pcfg import grammar_text
+    from gzipscale.grammars.series import training_split_ratios
+    from gzipscale.grammars.spec import GrammarSpec
+    from gzipscale.helpers import parse_seeds, parse_size
 
     seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
     if args.text:
@@ -324,35 +326,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_grammar)
 
-    from analysis.commands import register as register_analysis
-    from analysis.report_command import register as register_report
+    from gzipscale.analysis.commands import register as register_analysis
+    from gzipscale.analysis.report_command import register as register_report
 
     register_analysis(sub)  # gzipscale fit, gzipscale predict
     register_report(sub)  # gzipscale report
 
-    from trainers.commands import register as register_trainers
+    from gzipscale.trainers.commands import register as register_trainers
 
     register_trainers(sub)  # gzipscale models, gzipscale train
 
-    from orchestrator.sweep_command import register as register_sweep
+    from gzipscale.orchestrator.sweep_command import register as register_sweep
 
     register_sweep(sub)  # gzipscale sweep
 
-    from orchestrator.watch import register as register_watch
+    from gzipscale.orchestrator.watch import register as register_watch
 
     register_watch(sub)  # gzipscale watch
 
-    from grammars.series_command import register as register_series
+    from gzipscale.grammars.series_command import register as register_series
 
     register_series(sub)  # gzipscale series
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grammars.compiled import GrammarError
-    from grammars.dataset import DatasetError
-    from grammars.spec import SpecError
-    from trainers.memory import MemoryTooSmall
+    from gzipscale.grammars.compiled import GrammarError
+    from gzipscale.grammars.dataset import DatasetError
+    from gzipscale.helpers import SpecError
+    from gzipscale.trainers.memory import MemoryTooSmall
 
     args = build_parser().parse_args(argv)
     try:

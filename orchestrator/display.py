@@ -19,7 +19,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .sweep_state import FAILED, FINISHED, RUNNING, SweepView
+from gzipscale.vocabulary import FAILED, FINISHED, RUNNING
+
+from .sweep_state import SweepView
 
 WIDE = 110
 EVENTS_SHOWN = 6

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from grammars.spec import format_size
-from trainers.shapes import get_shape
+from gzipscale.helpers import format_size
+from gzipscale.trainers.shapes import get_shape
+from gzipscale.vocabulary import FLOPS_PER_PARAM_TOKEN
 
 from .spec import SweepSpec
 
-FLOPS_PER_PARAM_TOKEN = 6.0
 # For the GPU-hours estimate only: an H100's dense bf16 peak and the MFU a well-run
 # 100M-1B model reaches. Small models reach far less, so the estimate is a lower bound.
 H100_BF16_FLOPS = 989e12

@@ -6,7 +6,7 @@ Each is a plain dict in the spec's own format, so ``gzipscale sweep --preset tin
 
 from __future__ import annotations
 
-from grammars.spec import SpecError
+from gzipscale.helpers import SpecError
 
 from .spec import SweepSpec
 

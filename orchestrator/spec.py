@@ -31,10 +31,11 @@ from pathlib import Path
 
 import tomllib
 
-from grammars.sampler import SAMPLER_MODES
-from grammars.spec import GrammarSpec, SpecError, check_int_field, parse_size, spec_differences
-from trainers.config import TrainConfig, preset
-from trainers.shapes import SHAPES
+from gzipscale.grammars.sampler import SAMPLER_MODES
+from gzipscale.grammars.spec import GrammarSpec
+from gzipscale.helpers import SpecError, check_int_field, parse_size, spec_differences
+from gzipscale.trainers.config import TrainConfig, preset
+from gzipscale.trainers.shapes import SHAPES
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 GPU_MODES = ("auto", "yes", "no")

@@ -10,14 +10,14 @@ the store is remote, and fetched once per node into a local cache by the trials.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from grammars.dataset import atomic_write_bytes
+from gzipscale.helpers import atomic_write_bytes, bytes_sha256
+from gzipscale.vocabulary import MANIFEST_FILE
 
 CACHE_ROOT = Path(
     os.environ.get("GZIPSCALE_CACHE", Path(tempfile.gettempdir()) / "gzipscale-cache")
@@ -92,13 +92,13 @@ def local_dataset(location: str) -> Path:
     fs, root = pafs.FileSystem.from_uri(location)
     if isinstance(fs, pafs.LocalFileSystem):
         return Path(root)
-    key = hashlib.sha256(location.encode()).hexdigest()[:16]
+    key = bytes_sha256(location.encode())[:16]
     target = CACHE_ROOT / f"{Path(root).name}-{key}"
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
     with open(CACHE_ROOT / f".{target.name}.lock", "w") as lock:
         # Two trials on one node must not download the same dataset at once.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "manifest.json").exists():
+        if not (target / MANIFEST_FILE).exists():
             staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=CACHE_ROOT))
             pafs.copy_files(root, str(staging), source_filesystem=fs)
             os.replace(staging, target)

@@ -23,15 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.results import RESULTS_FILE
+from gzipscale.vocabulary import ACTOR_NAMESPACE, RESULTS_FILE, SWEEP_SPEC_FILE, actor_name
 
 from .callbacks import EventLog, ResultsTable, append_event, read_rows, result_row, upsert_row
 from .plan import PlannedRun, plan_runs, plan_summary
 from .spec import SweepSpec
 from .storage import RunStore, join, resolve_storage
 
-SPEC_FILE = "sweep.json"
-NAMESPACE = "gzipscale"
 REPORT_BOOTSTRAP = 100
 
 
@@ -81,9 +79,9 @@ def trial_dirname(trial) -> str:
 
 def check_spec(store: RunStore, spec: SweepSpec) -> bool:
     """True if the run directory already holds this spec; raise if it holds another."""
-    if not store.exists(SPEC_FILE):
+    if not store.exists(SWEEP_SPEC_FILE):
         return False
-    have = json.loads(store.read_text(SPEC_FILE))
+    have = json.loads(store.read_text(SWEEP_SPEC_FILE))
     diff = spec.differences(have)
     if diff:
         shown = "; ".join(diff[:6]) + ("; ..." if len(diff) > 6 else "")
@@ -111,8 +109,8 @@ def prepare_data(
 ) -> dict[str, dict]:
     """Stage 1: every grammar's dataset at the largest data size, before any trial starts
     (Ray Data inside trials deadlocks small clusters). Returns name -> {location, gzip}."""
-    from grammars.dataset import DatasetSpec
-    from grammars.pipeline import generate_dataset
+    from gzipscale.grammars.dataset import DatasetSpec
+    from gzipscale.grammars.pipeline import generate_dataset
 
     out = {}
     for entry in spec.grammars:
@@ -165,7 +163,7 @@ def _tuner(
     import ray
     from ray import tune
 
-    from analysis.actor import AnalysisCallback
+    from gzipscale.analysis.actor import AnalysisCallback
 
     from .trial import train_trial
 
@@ -206,7 +204,7 @@ def _tuner(
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=[
-                AnalysisCallback(actor_name(spec), NAMESPACE),
+                AnalysisCallback(actor_name(spec.name), ACTOR_NAMESPACE),
                 ResultsTable(run_location),
                 EventLog(run_location),
                 *callbacks,
@@ -215,10 +213,6 @@ def _tuner(
         ),
     )
     return tuner, False
-
-
-def actor_name(spec: SweepSpec) -> str:
-    return f"analysis-{spec.name}"
 
 
 def reconcile(store: RunStore, grid) -> None:
@@ -261,7 +255,7 @@ def runs_unknown_to_tune(configs: list[dict], grid, rows: dict) -> list[dict]:
 
 
 def write_report(store: RunStore) -> tuple[str | None, str]:
-    from analysis.report import build_report
+    from gzipscale.analysis.report import build_report
 
     try:
         if store.local:
@@ -301,8 +295,8 @@ def run_sweep(
     """
     import ray
 
-    from analysis.actor import get_or_create_analysis_actor
-    from grammars.pipeline import ensure_ray
+    from gzipscale.analysis.actor import get_or_create_analysis_actor
+    from gzipscale.helpers import ensure_ray
 
     start = time.perf_counter()
     storage = resolve_storage(storage)
@@ -313,7 +307,7 @@ def run_sweep(
     use_gpu = decide_gpu(spec)
     runs = plan_runs(spec, use_gpu)
     if not existed:
-        store.write_text(SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
+        store.write_text(SWEEP_SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
     say(
         f"sweep {spec.name}: {len(runs)} runs ({len(spec.grammars)} grammars x "
         f"{len(spec.shapes)} shapes x {len(spec.data_sizes)} sizes) in {run_location}"
@@ -326,7 +320,7 @@ def run_sweep(
         say(f"data {name}: H = {d['gzip']:.3f}")
 
     options = {"resources": {"head": 0.001}} if "head" in ray.cluster_resources() else {}
-    get_or_create_analysis_actor(actor_name(spec), NAMESPACE, **options)
+    get_or_create_analysis_actor(actor_name(spec.name), ACTOR_NAMESPACE, **options)
     configs = trial_configs(runs, datasets)
     tuner, restored = _tuner(
         spec, configs, storage, run_location, use_gpu, callbacks or [], trainable

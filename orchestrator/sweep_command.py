@@ -12,7 +12,7 @@ DEFAULT_STORAGE = "runs"
 
 
 def load_spec(args: argparse.Namespace):
-    from grammars.spec import SpecError
+    from gzipscale.helpers import SpecError
 
     from .presets import preset_spec
     from .spec import SweepSpec
@@ -30,7 +30,7 @@ def _fmt_flops(x: float) -> str:
 
 
 def print_plan(summary: dict, as_json: bool) -> None:
-    from analysis.commands import json_safe
+    from gzipscale.helpers import json_safe
 
     if as_json:
         print(json.dumps(json_safe(summary), indent=2))
@@ -111,7 +111,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             display.stop()
     payload = outcome.to_dict()
     if args.json:
-        from analysis.commands import json_safe
+        from gzipscale.helpers import json_safe
 
         print(json.dumps(json_safe(payload), indent=2))
     else:

@@ -17,14 +17,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.results import RESULTS_FILE
+from gzipscale.vocabulary import (
+    EVENTS_FILE,
+    FAILED,
+    FINISHED,
+    PENDING,
+    RESULTS_FILE,
+    RUNNING,
+    SWEEP_SPEC_FILE,
+)
 
-from .callbacks import EVENTS_FILE
 from .plan import plan_runs
 from .spec import SweepSpec
 
-SPEC_FILE = "sweep.json"
-PENDING, RUNNING, FINISHED, FAILED = "pending", "running", "finished", "failed"
 EVENT_LINE = re.compile(r"^(\S+) (\S+)\s+(\S+) (\S+) D=(\d+)(?:: (.*))?$")
 SESSION_LINE = re.compile(r"^(\S+) session\s+(.*)$")
 LOG_KEEP = 200
@@ -175,12 +180,12 @@ def collect(
 ) -> SweepView:
     """The sweep in ``run_dir`` now. ``fits`` is an analysis snapshot (the actor's, or
     :meth:`OfflineFits.snapshot`); ``cluster`` the cluster's resources, if attached."""
-    from analysis.results import read_results_csv
+    from gzipscale.analysis.results import read_results_csv
 
     run_dir = Path(run_dir)
-    spec_path = run_dir / SPEC_FILE
+    spec_path = run_dir / SWEEP_SPEC_FILE
     if not spec_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a sweep run directory (no {SPEC_FILE})")
+        raise FileNotFoundError(f"{run_dir} is not a sweep run directory (no {SWEEP_SPEC_FILE})")
     spec = SweepSpec.from_dict(json.loads(spec_path.read_text()))
     planned = plan_runs(spec, use_gpu=False)
     runs = {
@@ -316,7 +321,7 @@ class OfflineFits:
 
 
 def offline_fits(run_dir: Path, bootstrap: int) -> dict:
-    from analysis.commands import DEFAULT_BUDGET, fit_report
+    from gzipscale.analysis.commands import DEFAULT_BUDGET, fit_report
 
     out: dict = {"datasets": {}, "regression": None, "source": "files"}
     try:

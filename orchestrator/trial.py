@@ -17,10 +17,11 @@ import math
 
 from ray import tune
 
-from trainers.config import TrainConfig
-from trainers.memory import MemoryTooSmall
-from trainers.session import TuneSession
-from trainers.train import FAILED, RunSpec, train_run
+from gzipscale.trainers.config import TrainConfig
+from gzipscale.trainers.memory import MemoryTooSmall
+from gzipscale.trainers.session import TuneSession
+from gzipscale.trainers.train import RunSpec, train_run
+from gzipscale.vocabulary import FAILED
 
 from .storage import local_dataset
 
@@ -59,7 +60,7 @@ def train_trial(config: dict) -> None:
 
 def _train_worker(config: dict) -> None:
     """Runs on every TorchTrainer worker; the process group is set up by Ray Train."""
-    from trainers.session import RayTrainSession
+    from gzipscale.trainers.session import RayTrainSession
 
     train_run(run_spec(config), session=RayTrainSession())
 

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from rich.text import Text
 
+from gzipscale.vocabulary import ACTOR_NAMESPACE, actor_name
+
 from .sweep_state import OfflineFits, collect
 
 REFRESH_S = 0.5
-NAMESPACE = "gzipscale"
 
 
 def cluster_info() -> dict | None:
@@ -61,7 +62,7 @@ class FitSource:
         if not ray.is_initialized():
             return False
         try:
-            self._actor = ray.get_actor(f"analysis-{self.name}", namespace=NAMESPACE)
+            self._actor = ray.get_actor(actor_name(self.name), namespace=ACTOR_NAMESPACE)
         except ValueError:
             self._actor = None
         return self._actor is not None
@@ -231,7 +232,9 @@ def _connect(address: str | None) -> bool:
     import ray
 
     try:
-        ray.init(address=address, namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False)
+        ray.init(
+            address=address, namespace=ACTOR_NAMESPACE, logging_level="ERROR", log_to_driver=False
+        )
     except Exception:  # no cluster there: watch from the files
         return False
     return True

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ray import tune
 
-from orchestrator import trial
+from gzipscale.orchestrator import trial
 
 
 def _storage(config: dict) -> Path:

@@ -15,8 +15,8 @@ import faults  # noqa: E402
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from orchestrator.spec import SweepSpec  # noqa: E402
-from orchestrator.sweep import run_sweep  # noqa: E402
+from gzipscale.orchestrator.spec import SweepSpec  # noqa: E402
+from gzipscale.orchestrator.sweep import run_sweep  # noqa: E402
 
 TARGET = "pcfg-3-300-2-2-s0/tiny-2/96K"
 

@@ -15,8 +15,8 @@ import ray
 import ray.cloudpickle
 from ray import tune
 
-from analysis.actor import AnalysisCallback, get_or_create_analysis_actor
-from analysis.fit import ScalingLaw
+from gzipscale.analysis.actor import AnalysisCallback, get_or_create_analysis_actor
+from gzipscale.analysis.fit import ScalingLaw
 
 NAMESPACE = "gzipscale-test-analysis"  # not the driver's namespace: lookups must name it
 N_GRID = (1e6, 3e6, 1e7, 3e7)

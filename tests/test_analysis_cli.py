@@ -12,16 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.commands import register, render_fit
-from analysis.fit import ScalingLaw
-from analysis.results import (
+from gzipscale.analysis.commands import register, render_fit
+from gzipscale.analysis.fit import ScalingLaw
+from gzipscale.analysis.results import (
     RESULT_COLUMNS,
     ResultRow,
     ResultRowError,
     read_results_csv,
     write_results_csv,
 )
-from analysis.table import load_points
+from gzipscale.analysis.table import load_points
 
 # Every parameter a line in H, so the regression has something to recover.
 H_VALUES = {"low": 0.3, "mid": 0.45, "high": 0.7}

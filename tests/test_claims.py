@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.claims import (
+from gzipscale.analysis.claims import (
     FAILS,
     HOLDS,
     UNDECIDED,

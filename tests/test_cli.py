@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from orchestrator.cli import main
+from gzipscale.orchestrator.cli import main
 
 
 def run_cli(capsys, *argv):
@@ -71,9 +71,9 @@ def test_data_command_refuses_bad_input_naming_the_field(tmp_path, capsys):
 
 
 def test_gzip_command_on_dataset_npy_and_real_data(ray_cluster, tmp_path, capsys):
-    from grammars.dataset import DatasetSpec
-    from grammars.pipeline import generate_dataset
-    from grammars.spec import GrammarSpec
+    from gzipscale.grammars.dataset import DatasetSpec
+    from gzipscale.grammars.pipeline import generate_dataset
+    from gzipscale.grammars.spec import GrammarSpec
 
     generate_dataset(
         DatasetSpec(GrammarSpec(3, 300, 2, 2, seed=0), tokens=20_000, eval_tokens=2_000),
@@ -126,7 +126,7 @@ def test_console_script_is_installed_and_shows_help():
 
 
 def test_series_command_table_is_the_same_for_any_number_of_workers(ray_cluster, tmp_path, capsys):
-    from grammars.series import read_table
+    from gzipscale.grammars.series import read_table
 
     out = tmp_path / "series.json"
     args = ("series", "--series", "same-H", "--seeds", "0-1", "--tokens", "8K", "--no-real")
@@ -171,7 +171,7 @@ def test_series_command_refuses_bad_input(tmp_path, capsys):
     assert code == 2 and "is a folder" in err
     bad = tmp_path / "other.json"
     bad.write_text('{"format": "something else"}')
-    from grammars.series import read_table
+    from gzipscale.grammars.series import read_table
 
     with pytest.raises(ValueError, match="not a compressibility table"):
         read_table(bad)

@@ -323,7 +323,7 @@ def test_job_submit_working_dir(own_cluster, tmp_path):
     assert job["runtime_env"]["working_dir"].startswith("gcs://_ray_pkg_")
     result = out / JOB_RESULT
     assert result.is_file(), f"{result} missing; job output:\n{_tail(submit.stdout)}"
-    from analysis.results import read_results_csv
+    from gzipscale.analysis.results import read_results_csv
 
     rows = read_results_csv(result)
     assert len(rows) == 8 and {r.status for r in rows} == {"finished"}

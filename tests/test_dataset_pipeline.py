@@ -10,9 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from grammars.dataset import (
+from gzipscale.grammars.dataset import (
     INCOMPLETE,
-    MANIFEST,
     DatasetError,
     DatasetSpec,
     build_shard,
@@ -20,9 +19,10 @@ from grammars.dataset import (
     read_manifest,
     verify_dataset,
 )
-from grammars.gzip_metric import gzip_ratios
-from grammars.pipeline import generate_dataset
-from grammars.spec import GrammarSpec
+from gzipscale.grammars.gzip_metric import gzip_ratios
+from gzipscale.grammars.pipeline import generate_dataset
+from gzipscale.grammars.spec import GrammarSpec
+from gzipscale.vocabulary import MANIFEST_FILE
 
 SMALL = dict(block_docs=64)  # small blocks so a small dataset spans several shards
 
@@ -135,7 +135,8 @@ def test_interrupted_run_never_looks_complete_and_resumes(ray_cluster, tmp_path)
     spec = small_spec()
     out = tmp_path / "d"
     # Simulate a run killed after two shards and mid-way through writing a third.
-    from grammars.dataset import atomic_write_bytes, prepare_output
+    from gzipscale.grammars.dataset import prepare_output
+    from gzipscale.helpers import atomic_write_bytes
 
     assert prepare_output(out, spec) is None
     for block in (0, 2):
@@ -151,7 +152,7 @@ def test_interrupted_run_never_looks_complete_and_resumes(ray_cluster, tmp_path)
     fresh = generate_dataset(spec, tmp_path / "fresh")
     assert [s["sha256"] for s in resumed["shards"]] == [s["sha256"] for s in fresh["shards"]]
     assert not list(out.rglob("*.tmp-*"))
-    assert not (out / INCOMPLETE).exists() and (out / MANIFEST).exists()
+    assert not (out / INCOMPLETE).exists() and (out / MANIFEST_FILE).exists()
     assert sorted(p.name for p in (out / "train").iterdir()) == [
         f"part-{i:06d}.parquet" for i in range(4)
     ]
@@ -186,6 +187,6 @@ def test_manifest_is_valid_json_with_grammar_text_that_loads(ray_cluster, tmp_pa
     import nltk
 
     generate_dataset(small_spec(tokens=20_000), tmp_path / "d")
-    manifest = json.loads((tmp_path / "d" / MANIFEST).read_text())
+    manifest = json.loads((tmp_path / "d" / MANIFEST_FILE).read_text())
     grammar = nltk.PCFG.fromstring(manifest["grammar_text"])
     assert len(grammar.productions(lhs=grammar.start())) == 10

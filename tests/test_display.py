@@ -13,12 +13,12 @@ import time
 import pytest
 from rich.console import Console
 
-from analysis.results import write_results_csv
-from orchestrator.cli import main
-from orchestrator.display import PlainReporter, header_line, render
-from orchestrator.plan import plan_runs
-from orchestrator.spec import SweepSpec
-from orchestrator.sweep_state import collect
+from gzipscale.analysis.results import write_results_csv
+from gzipscale.orchestrator.cli import main
+from gzipscale.orchestrator.display import PlainReporter, header_line, render
+from gzipscale.orchestrator.plan import plan_runs
+from gzipscale.orchestrator.spec import SweepSpec
+from gzipscale.orchestrator.sweep_state import collect
 
 SPEC = {
     "name": "rec",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.optimize import check_grad
 
-from analysis.fit import (
+from gzipscale.analysis.fit import (
     DEFAULT_GRID,
     FitWarning,
     ScalingLaw,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from analysis.fit import ScalingLaw
-from analysis.frontier import (
+from gzipscale.analysis.fit import ScalingLaw
+from gzipscale.analysis.frontier import (
     CHINCHILLA,
     EPOCH_CHINCHILLA,
     compute_optimal,

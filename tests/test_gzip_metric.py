@@ -9,8 +9,19 @@ import zlib
 import numpy as np
 import pytest
 
-from grammars.corpora import byte_token_documents, real_data_scores, score_path, score_text
-from grammars.gzip_metric import GzipStats, gzip_ratio, gzip_ratios, gzip_ratios_chunks, token_bytes
+from gzipscale.grammars.corpora import (
+    byte_token_documents,
+    real_data_scores,
+    score_path,
+    score_text,
+)
+from gzipscale.grammars.gzip_metric import (
+    GzipStats,
+    gzip_ratio,
+    gzip_ratios,
+    gzip_ratios_chunks,
+    token_bytes,
+)
 
 
 def paper_gzipability(tokens) -> float:

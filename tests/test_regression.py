@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from analysis.fit import ScalingLaw, UnderdeterminedFit, fit_scaling_law
-from analysis.frontier import CHINCHILLA, compute_optimal
-from analysis.regression import (
+from gzipscale.analysis.fit import ScalingLaw, UnderdeterminedFit, fit_scaling_law
+from gzipscale.analysis.frontier import CHINCHILLA, compute_optimal
+from gzipscale.analysis.regression import (
     epsilon_adjusted_law,
     fit_epsilon,
     fit_gzip_regression,

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.fit import ScalingLaw
-from analysis.report import default_out
-from analysis.report_command import register
-from analysis.results import ResultRow, write_results_csv
+from gzipscale.analysis.fit import ScalingLaw
+from gzipscale.analysis.report import default_out
+from gzipscale.analysis.report_command import register
+from gzipscale.analysis.results import ResultRow, write_results_csv
 
 # Every parameter a line in H, so table 3 has slopes to find.
 H_VALUES = {"pcfg-low": 0.2, "pcfg-mid": 0.35, "pcfg-high": 0.5}

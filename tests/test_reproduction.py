@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.reproduction import GENERATED_MARK, INPUTS_JSON
-from orchestrator.cli import main
+from gzipscale.analysis.reproduction import GENERATED_MARK, INPUTS_JSON
+from gzipscale.orchestrator.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = Path(__file__).parent / "data" / "reproduction_run"

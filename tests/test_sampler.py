@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from grammars.compiled import GrammarError, compile_grammar
-from grammars.gzip_metric import gzip_ratios
-from grammars.random_pcfg import grammar_text
-from grammars.reference import reference_documents
-from grammars.sampler import (
+from gzipscale.grammars.compiled import GrammarError, compile_grammar
+from gzipscale.grammars.gzip_metric import gzip_ratios
+from gzipscale.grammars.random_pcfg import grammar_text
+from gzipscale.grammars.reference import reference_documents
+from gzipscale.grammars.sampler import (
     SamplingBoundError,
     assemble_documents,
     compiled_for,
     complete_sentence_lengths,
     sample_documents,
 )
-from grammars.spec import GrammarSpec
+from gzipscale.grammars.spec import GrammarSpec
 
 
 def test_documents_have_exact_length_and_valid_ids():
@@ -204,7 +204,7 @@ def test_finite_mode_equals_prefix_mode_on_finite_grammars():
 
 
 def test_start_unit_productions_are_composed_without_changing_the_language():
-    from grammars.compiled import inline_start_units
+    from gzipscale.grammars.compiled import inline_start_units
 
     text = (
         "S -> A [0.5]\nS -> B [0.3]\nS -> S [0.1]\nS -> '9' [0.1]\n"

@@ -9,9 +9,10 @@ import nltk
 import numpy as np
 import pytest
 
-from grammars.compiled import GrammarError, compile_grammar
-from grammars.random_pcfg import grammar_text, pcfg_to_text, random_pcfg
-from grammars.spec import GrammarSpec, SpecError, parse_size
+from gzipscale.grammars.compiled import GrammarError, compile_grammar
+from gzipscale.grammars.random_pcfg import grammar_text, pcfg_to_text, random_pcfg
+from gzipscale.grammars.spec import GrammarSpec
+from gzipscale.helpers import SpecError, parse_size
 
 # -- validation ---------------------------------------------------------------------------
 

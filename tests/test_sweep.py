@@ -15,13 +15,13 @@ import faults
 import pytest
 import ray.cloudpickle
 
-from analysis.results import read_results_csv
-from grammars.spec import SpecError
-from orchestrator.cli import main
-from orchestrator.plan import plan_runs
-from orchestrator.presets import PRESETS, preset_spec
-from orchestrator.spec import SweepSpec
-from orchestrator.sweep import SweepError, run_sweep, runs_unknown_to_tune
+from gzipscale.analysis.results import read_results_csv
+from gzipscale.helpers import SpecError
+from gzipscale.orchestrator.cli import main
+from gzipscale.orchestrator.plan import plan_runs
+from gzipscale.orchestrator.presets import PRESETS, preset_spec
+from gzipscale.orchestrator.spec import SweepSpec
+from gzipscale.orchestrator.sweep import SweepError, run_sweep, runs_unknown_to_tune
 
 SMALL = {
     "name": "small",

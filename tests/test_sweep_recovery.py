@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from analysis.results import read_results_csv
+from gzipscale.analysis.results import read_results_csv
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -17,17 +17,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from grammars.dataset import DatasetError, DatasetSpec
-from grammars.pipeline import generate_dataset
-from grammars.spec import GrammarSpec
-from orchestrator.cli import main
-from trainers.config import ConfigError, TrainConfig, preset
-from trainers.data import load_run_data
-from trainers.memory import MemoryTooSmall
-from trainers.model import Llama
-from trainers.session import LocalSession
-from trainers.shapes import PAPER_SHAPES, PAPER_VOCAB, SHAPES, TINY_SHAPES, get_shape
-from trainers.train import FAILED, FINISHED, RunSpec, TrainError, evaluate, train_run
+from gzipscale.grammars.dataset import DatasetError, DatasetSpec
+from gzipscale.grammars.pipeline import generate_dataset
+from gzipscale.grammars.spec import GrammarSpec
+from gzipscale.orchestrator.cli import main
+from gzipscale.trainers.config import ConfigError, TrainConfig, preset
+from gzipscale.trainers.data import load_run_data
+from gzipscale.trainers.memory import MemoryTooSmall
+from gzipscale.trainers.model import Llama
+from gzipscale.trainers.session import LocalSession
+from gzipscale.trainers.shapes import PAPER_SHAPES, PAPER_VOCAB, SHAPES, TINY_SHAPES, get_shape
+from gzipscale.trainers.train import RunSpec, TrainError, evaluate, train_run
+from gzipscale.vocabulary import FAILED, FINISHED
 
 PAPER_COUNTS = [4_178_368, 8_848_768, 20_320_000, 58_994_176, 275_295_232, 1_389_492_224]
 PAPER_NON_EMBEDDING = [82_240, 656_512, 3_935_488, 26_225_152, 209_757_184, 1_258_416_128]
@@ -294,7 +295,7 @@ def test_paper_vocabulary_setting(dataset):
 
 
 def test_model_too_big_for_memory_names_what_it_needs(dataset, monkeypatch):
-    import trainers.memory as memory
+    import gzipscale.trainers.memory as memory
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: 64 * 1024**2)
     data = load_run_data(dataset, 10_240, 8192)
@@ -506,7 +507,7 @@ def test_failed_compile_falls_back_to_eager(dataset, monkeypatch):
 
 
 def test_finite_but_hopeless_held_out_loss_is_a_failure(dataset, monkeypatch):
-    import trainers.train as train_module
+    import gzipscale.trainers.train as train_module
 
     monkeypatch.setattr(train_module, "evaluate", lambda *a, **k: (50.0, 0.1))
     data = load_run_data(dataset, 10_240, 8192)

@@ -41,7 +41,7 @@ TRAIN_OVERRIDES = (
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from grammars.spec import check_int_field
+    from gzipscale.helpers import check_int_field
 
     vocab = check_int_field("vocab", args.vocab, 0, 1 << 24)
     rows = [shape.to_dict(vocab) for shape in SHAPES.values()]
@@ -69,7 +69,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_spec(args: argparse.Namespace):
-    from grammars.spec import parse_size
+    from gzipscale.helpers import parse_size
 
     from .config import preset
     from .shapes import get_shape
@@ -157,7 +157,7 @@ def _progress(console):
 
 def _print_result(result: dict, as_json: bool) -> None:
     if as_json:
-        from analysis.commands import json_safe
+        from gzipscale.helpers import json_safe
 
         print(json.dumps(json_safe(result), indent=2))
         return

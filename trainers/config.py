@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+from gzipscale.vocabulary import EVAL_TOKENS
+
 from .shapes import PARAM_COUNTS
 
 SCHEDULES = ("constant", "cosine")
@@ -25,7 +27,6 @@ COMPILE_MODES = ("auto", "on", "off")
 PRESETS = ("cpu", "paper")
 # 512 held-out documents of 256 tokens. Measured on the tiny models: the standard error of
 # the held-out loss (over documents) was 0.002-0.004 nats, under the 0.005 the sweep needs.
-DEFAULT_EVAL_TOKENS = 131_072
 
 
 class ConfigError(ValueError):
@@ -46,7 +47,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # 0 = off
     batch_size: int = 16
-    eval_tokens: int = DEFAULT_EVAL_TOKENS
+    eval_tokens: int = EVAL_TOKENS
     eval_batch_size: int = 64
     checkpoint_every: int = 200  # steps; 0 = only at the end
     keep_checkpoints: int = 2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from grammars.dataset import DatasetError, load_tokens, verify_dataset
+from gzipscale.grammars.dataset import DatasetError, load_tokens, verify_dataset
 
 
 @dataclass

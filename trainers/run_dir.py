@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from grammars.dataset import atomic_write_json
-from grammars.spec import spec_differences
+from gzipscale.helpers import atomic_write_json, spec_differences
+from gzipscale.vocabulary import RUN_RESULT_FILE, RUN_SPEC_FILE
 
 from .train import RunResult, RunSpec, TrainError
 
-SPEC_FILE = "run.json"
-RESULT_FILE = "result.json"
 FIGURE_FILE = "loss.png"
 
 
@@ -28,7 +26,7 @@ def prepare_run_dir(run_dir: Path, spec: RunSpec) -> dict | None:
     what differs, if the directory holds another run: nothing there is touched.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec_path = run_dir / SPEC_FILE
+    spec_path = run_dir / RUN_SPEC_FILE
     want = spec.to_dict()
     if spec_path.exists():
         have = RunSpec.from_dict(json.loads(spec_path.read_text()))
@@ -38,7 +36,7 @@ def prepare_run_dir(run_dir: Path, spec: RunSpec) -> dict | None:
                 f"{run_dir} holds a different run ({'; '.join(diff[:4])}); "
                 "choose a new --out directory, or delete this one to start over"
             )
-        result_path = run_dir / RESULT_FILE
+        result_path = run_dir / RUN_RESULT_FILE
         if result_path.exists():
             return json.loads(result_path.read_text())
         return None
@@ -49,7 +47,7 @@ def prepare_run_dir(run_dir: Path, spec: RunSpec) -> dict | None:
 
 
 def write_result(run_dir: Path, result: RunResult) -> None:
-    atomic_write_json(run_dir / RESULT_FILE, result.to_dict())
+    atomic_write_json(run_dir / RUN_RESULT_FILE, result.to_dict())
 
 
 def plot_curve(run_dir: Path, result: dict) -> Path | None:

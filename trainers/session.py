@@ -15,7 +15,6 @@ Every session must accept ``save`` and ``report`` on every rank.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 import time
@@ -24,25 +23,10 @@ from pathlib import Path
 
 import torch
 
+from gzipscale.helpers import atomic_torch_save
+
 CHECKPOINT_FILE = "state.pt"
 _STEP_FILE = re.compile(r"^step-(\d{8})\.pt$")
-
-
-def atomic_torch_save(state: dict, path: Path) -> None:
-    """Write ``state`` to ``path`` so that a reader sees the old file or the new one, never
-    half of one (temp file in the same directory, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_state(path: Path) -> dict:

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gzipscale.vocabulary import FAILED, FINISHED
+
 from .config import TrainConfig
 from .data import RunData, load_run_data
 from .memory import check_fits
@@ -31,8 +33,6 @@ from .model import Llama
 from .session import Session
 from .shapes import counted_params, get_shape
 
-FINISHED = "finished"
-FAILED = "failed"
 STATE_VERSION = 1
 DIVERGED_MARGIN_NATS = 1.0
 CPU_COMPILE_MIN_STEPS = 1000

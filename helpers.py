@@ -1,0 +1,304 @@
+"""Helpers every stage shares, each defined once: the user-error base, checked parsing of
+fields and sizes, atomic writes, checksums, JSON-safe values, the console and progress policy,
+and the connection to Ray.
+
+Bottom layer (with ``vocabulary``): imports nothing of the project; heavy libraries (rich,
+torch, ray) are imported inside the functions that need them, so the command line's
+``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# -- errors a user should see -----------------------------------------------------------------
+
+
+class UserError(Exception):
+    """A refusal meant for the user: bad input, a path that cannot be used, a dataset or run
+    that is not the one asked for. The command line prints its message as one line and exits
+    with status 2; every other exception is a bug and keeps its traceback."""
+
+
+class SpecError(UserError, ValueError):
+    """A field of a spec, a size or a seed that cannot be used; the message names the field
+    and what it allows."""
+
+
+# -- checked fields ---------------------------------------------------------------------------
+
+
+def check_int_field(name: str, value: object, low: int, high: int, what: str = "field") -> int:
+    """Return ``value`` as an int if it is an integer in ``low..high``, else raise SpecError."""
+    # bool is an int subclass; "True nonterminals" is always a mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            value = int(value)
+        else:
+            raise SpecError(f"{what} '{name}' must be an integer in {low}..{high}, got {value!r}")
+    if not low <= value <= high:
+        raise SpecError(f"{what} '{name}' must be an integer in {low}..{high}, got {value}")
+    return value
+
+
+_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12}
+
+
+def parse_size(text: str | int, field: str = "tokens", minimum: int = 1) -> int:
+    """Parse a count such as ``100K``, ``10M``, ``1.5M``, ``2e6`` or ``250000`` (decimal units)."""
+    if isinstance(text, bool):
+        raise SpecError(f"'{field}' must be a positive count such as 100K or 10M, got {text!r}")
+    if isinstance(text, int):
+        value = text
+    else:
+        match = re.fullmatch(
+            r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*([kKmMgGbBtT]?)\s*", str(text)
+        )
+        if not match:
+            raise SpecError(
+                f"'{field}' must be a count such as 100K, 10M or 250000 "
+                f"(suffixes K, M, G), got {text!r}"
+            )
+        number = float(match.group(1)) * _SUFFIXES[match.group(2).upper()]
+        if not number.is_integer():
+            raise SpecError(f"'{field}' must be a whole number of tokens, got {text!r}")
+        value = int(number)
+    if value < minimum:
+        raise SpecError(f"'{field}' must be at least {minimum}, got {text!r}")
+    return value
+
+
+def format_size(n: int) -> str:
+    """Inverse of parse_size for round numbers: 100000 -> '100K'."""
+    for suffix, scale in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{suffix}"
+    return str(n)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``3`` -> [3]; ``0-4`` -> [0..4]; ``1,5,9`` -> [1, 5, 9]; duplicates dropped."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                if int(hi) < int(lo):
+                    raise ValueError
+                seeds += list(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise SpecError(
+            f"field 'seeds' must be integers such as 3, 0-4 or 1,5,9, got {text!r}"
+        ) from None
+    return list(dict.fromkeys(seeds))
+
+
+def spec_differences(have: dict, want: dict, prefix: str = "") -> list[str]:
+    """What differs between two nested spec dicts, one ``key: old there, new requested``
+    line per leaf; the refusals of datasets, runs and sweeps all say it this way."""
+    diffs = []
+    for key in sorted(set(have) | set(want), key=str):
+        a, b = have.get(key), want.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += spec_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} there, {b!r} requested")
+    return diffs
+
+
+# -- atomic writes and checksums --------------------------------------------------------------
+
+
+def atomic_write(path: Path, write: Callable[[object], None], mode: str = "wb") -> None:
+    """Write through ``write(handle)`` to a temporary name in the same directory, fsync, then
+    rename over ``path``: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file private (0600); give it what a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text), mode="w")
+
+
+def atomic_write_json(path: Path, payload) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def atomic_torch_save(state: dict, path: Path) -> None:
+    import torch
+
+    atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+@contextmanager
+def atomic_directory(out: Path) -> Iterator[Path]:
+    """A temporary sibling of ``out`` that replaces ``out`` when the block succeeds."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; what is written here is meant to be read
+        # rename(2) cannot replace a non-empty folder, so move the old one aside first;
+        # between the two renames ``out`` briefly does not exist.
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            out.rename(old / out.name)
+        tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def bytes_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+
+def json_safe(value):
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# -- console and progress ---------------------------------------------------------------------
+
+
+def console(stderr: bool = True):
+    """The one console policy: no syntax highlighting; logs and pipes get at least 120
+    columns so that tables are not squeezed to 80."""
+    from rich.console import Console
+
+    out = Console(stderr=stderr, highlight=False)
+    if not out.is_terminal:
+        out.width = max(out.width, 120)
+    return out
+
+
+class Progress:
+    """The one progress policy: a rich bar on a terminal; elsewhere (CI, a pipe) a plain line
+    every ``every_s`` seconds and at the end, with no control codes.
+
+    ``update(done, total, info)`` is all a stage calls; use it as a context manager.
+    """
+
+    def __init__(self, label: str, out=None, every_s: float = 5.0):
+        self.label = label
+        self.console = out if out is not None else console()
+        self.every_s = every_s
+        self._last = 0.0
+        self._bar = None
+        self._task = None
+        if self.console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn(f"[bold]{label}[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=self.console,
+                transient=False,
+            )
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, done: int, total: int, info: str = "") -> None:
+        if self._bar is None:
+            now = time.perf_counter()
+            if done == total or now - self._last > self.every_s:
+                self._last = now
+                self.console.print(f"{self.label}: {done}/{total}" + (f"  {info}" if info else ""))
+            return
+        if self._task is None:
+            self._task = self._bar.add_task(self.label, total=total, info=info)
+        self._bar.update(self._task, completed=done, total=total, info=info)
+
+
+# -- Ray --------------------------------------------------------------------------------------
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, **init_kwargs) -> None:
+    """Attach to the cluster in ``address``/``RAY_ADDRESS``, or start an embedded one."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": False, **init_kwargs}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
