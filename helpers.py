@@ -35,6 +35,14 @@ class SpecError(UserError, ValueError):
     and what it allows."""
 
 
+class InputError(UserError, ValueError):
+    """A file or value given to a command that it cannot use (a table, a corpus, a folder)."""
+
+
+class PathNotFound(UserError, FileNotFoundError):
+    """A path given to a command that does not exist or lacks what the command reads."""
+
+
 # -- checked fields ---------------------------------------------------------------------------
 
 
@@ -236,8 +244,9 @@ class Progress:
     ``update(done, total, info)`` is all a stage calls; use it as a context manager.
     """
 
-    def __init__(self, label: str, out=None, every_s: float = 5.0):
+    def __init__(self, label: str, out=None, unit: str = "", every_s: float = 5.0):
         self.label = label
+        self.unit = unit
         self.console = out if out is not None else console()
         self.every_s = every_s
         self._last = 0.0
@@ -257,6 +266,7 @@ class Progress:
                 TextColumn(f"[bold]{label}[/]"),
                 BarColumn(),
                 MofNCompleteColumn(),
+                TextColumn(unit),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[info]}"),
@@ -278,7 +288,8 @@ class Progress:
             now = time.perf_counter()
             if done == total or now - self._last > self.every_s:
                 self._last = now
-                self.console.print(f"{self.label}: {done}/{total}" + (f"  {info}" if info else ""))
+                counted = f"{self.label}: {done}/{total}" + (f" {self.unit}" if self.unit else "")
+                self.console.print(counted + (f"  {info}" if info else ""))
             return
         if self._task is None:
             self._task = self._bar.add_task(self.label, total=total, info=info)

@@ -25,8 +25,12 @@ RUN_SPEC_FILE = "run.json"  # the spec a training run directory was made for
 RUN_RESULT_FILE = "result.json"  # a training run's final result
 REPORT_DIR = "report"  # a sweep's report, inside its directory
 
-# -- documents, held-out data, compute --------------------------------------------------------
-DEFAULT_CONTEXT_LENGTH = 256  # tokens per document, as the paper trained (Pandey 2024, §3)
+# -- documents, held-out data, compute
+SAMPLER_MODES = (
+    "prefix",
+    "finite",
+)  # the grammar as written; conditioned on finite sentences --------------------------------------------------------
+DEFAULT_CONTEXT_LENGTH = 256  # tokens per document, as the paper trained (Pandey 2024)
 # A dataset's held-out split holds DATASET_EVAL_TOKENS; a run is scored on the first
 # EVAL_TOKENS of it (standard error 0.002-0.004 nats on the tiny models), so that the split
 # can serve larger evaluations without being regenerated.
@@ -34,6 +38,16 @@ DATASET_EVAL_TOKENS = 512_000
 EVAL_TOKENS = 131_072
 # Training FLOPs per parameter per token, C = 6·N·D (Kaplan et al. 2020; Hoffmann et al. 2022).
 FLOPS_PER_PARAM_TOKEN = 6.0
+
+# -- fits -------------------------------------------------------------------------------------
+# The one bootstrap policy: every interval the project shows comes from this many resamples
+# of the runs, drawn from this seed, and says so beside it.
+BOOTSTRAP_RESAMPLES = 200
+BOOTSTRAP_SEED = 0
+REFERENCE_BUDGET = 1e18  # FLOPs at which a law's compute-optimal split is summarised
+
+# -- sweeps -------------------------------------------------------------------------------------
+DEFAULT_STORAGE = "runs"  # where run directories go unless --storage says otherwise
 
 # -- the live analysis actor ------------------------------------------------------------------
 ACTOR_NAMESPACE = "gzipscale"

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from pathlib import Path
 
 from gzipscale.helpers import json_safe
 
@@ -26,26 +24,6 @@ TOKEN_KINDS = ("pcfg", "tokens")
 
 
 # -- small helpers ---------------------------------------------------------------------
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _console():
@@ -473,79 +451,3 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------
-
-
-def add_fit_options(p: argparse.ArgumentParser, budget_help: str) -> None:
-    """--bootstrap, --seed and --budget, shared by the commands that fit (fit, report)."""
-    p.add_argument(
-        "--bootstrap",
-        type=_non_negative_int,
-        default=DEFAULT_BOOTSTRAP,
-        metavar="K",
-        help=f"bootstrap resamples for the intervals (default {DEFAULT_BOOTSTRAP}; 0: none)",
-    )
-    p.add_argument(
-        "--seed", type=_non_negative_int, default=DEFAULT_SEED, help="bootstrap seed (default 0)"
-    )
-    p.add_argument(
-        "--budget",
-        type=_positive_float,
-        default=DEFAULT_BUDGET,
-        metavar="FLOPS",
-        help=f"{budget_help} (default {DEFAULT_BUDGET:g})",
-    )
-
-
-def register(subparsers) -> None:
-    """Add ``fit`` and ``predict`` to an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "fit",
-        help="fit L(N, D) = E + A/N^α + B/D^β per dataset of a results table",
-        description="Fit the Chinchilla law to every dataset of a results table (CSV, Parquet "
-        "or a run directory with results.csv), with bootstrap intervals, the compute-optimal "
-        "frontier and, given 3+ datasets with gzip H, the regression of each parameter on H.",
-    )
-    p.add_argument("path", metavar="PATH", type=Path, help="table (.csv/.parquet) or run directory")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_fit_options(p, budget_help="compute budget for the frontier summary")
-    p.set_defaults(func=cmd_fit)
-
-    p = subparsers.add_parser(
-        "predict",
-        help="predict a corpus's law and compute-optimal N, D from its gzip H",
-        description="Score CORPUS's gzip compressibility H, fit every dataset of the table "
-        "given by --from, regress the law's parameters on H and predict the law at the "
-        "corpus's H, with the compute-optimal model size and tokens for --budget.",
-    )
-    p.add_argument(
-        "corpus",
-        metavar="CORPUS",
-        type=Path,
-        help="dataset directory, .parquet or .npy token file, or text file/directory",
-    )
-    p.add_argument(
-        "--budget", type=_positive_float, required=True, metavar="FLOPS", help="e.g. 1e21"
-    )
-    p.add_argument(
-        "--from",
-        dest="source",
-        type=Path,
-        required=True,
-        metavar="PATH",
-        help="results table (.csv/.parquet) or run directory with 3+ datasets that have gzip",
-    )
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--text", action="store_true", help="score CORPUS as text (its bytes)")
-    p.add_argument(
-        "--seed",
-        type=_non_negative_int,
-        default=DEFAULT_SEED,
-        help="seed of the interval draws (default 0)",
-    )
-    p.add_argument(
-        "--context-length",
-        type=int,
-        default=256,
-        help="document length in tokens for scoring (default 256)",
-    )
-    p.set_defaults(func=cmd_predict)

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gzipscale.helpers import UserError
+
 SEPARATOR = 0
 
 
-class GrammarError(ValueError):
+class GrammarError(UserError, ValueError):
     """A grammar that cannot be compiled or sampled; the message names the grammar."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gzipscale.helpers import InputError, PathNotFound
 from gzipscale.vocabulary import DEFAULT_CONTEXT_LENGTH, MANIFEST_FILE
 
 from .gzip_metric import GzipStats, gzip_ratio, gzip_ratios, gzip_ratios_chunks
@@ -54,7 +55,7 @@ def python_code_bytes(limit: int = REAL_CORPUS_BYTES) -> bytes:
         if size >= limit:
             break
     if not parts:
-        raise FileNotFoundError(f"no Python source files found under {root}")
+        raise PathNotFound(f"no Python source files found under {root}")
     return b"\n".join(parts)[:limit]
 
 
@@ -63,7 +64,7 @@ def english_prose_bytes(limit: int = REAL_CORPUS_BYTES) -> bytes:
     try:
         from pydoc_data.topics import topics
     except ImportError as exc:  # some distributions strip pydoc_data
-        raise FileNotFoundError("this Python has no pydoc_data documentation topics") from exc
+        raise PathNotFound("this Python has no pydoc_data documentation topics") from exc
     text = "\n\n".join(topics[key] for key in sorted(topics))
     return text.encode("utf-8")[:limit]
 
@@ -82,7 +83,7 @@ def score_text(
 ) -> list[CorpusScore]:
     """Score raw text both as text chunks and as byte-level token documents."""
     if len(data) < 4 * context_length:
-        raise ValueError(
+        raise InputError(
             f"corpus {name} has {len(data)} bytes; at least {4 * context_length} are needed "
             "for one document"
         )
@@ -118,7 +119,7 @@ def _token_documents_from_parquet(path: Path, context_length: int) -> list[np.nd
         if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)
     ]
     if not names:
-        raise ValueError(
+        raise InputError(
             f"{path}: no list-of-integers column; expected a column such as 'tokens' holding "
             "each document's token ids"
         )
@@ -137,7 +138,7 @@ def score_path(
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise PathNotFound(f"{path} does not exist")
     if path.is_dir() and (path / MANIFEST_FILE).exists() and not text:
         manifest = read_manifest(path)
         ratios = np.concatenate([read_gzip_column(path / s["path"]) for s in manifest["shards"]])
@@ -154,12 +155,12 @@ def score_path(
         if arr.ndim == 1:
             n = len(arr) // context_length
             if n == 0:
-                raise ValueError(
+                raise InputError(
                     f"{path}: {len(arr)} tokens, fewer than one {context_length}-token document"
                 )
             arr = arr[: n * context_length].reshape(n, context_length)
         if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(
+            raise InputError(
                 f"{path}: expected integer token ids, 1-D (a stream) or 2-D (documents), got {arr.dtype} {arr.shape}"
             )
         ratios = gzip_ratios(arr)
@@ -172,7 +173,7 @@ def score_path(
         )
     )
     if not files:
-        raise ValueError(
+        raise InputError(
             f"{path}: no text files found (suffixes {', '.join(sorted(TEXT_SUFFIXES))}; use --text to take every file)"
         )
     data = b"\n".join(f.read_bytes() for f in files)
@@ -188,7 +189,7 @@ def plot_scores(scores: list[CorpusScore], path: str | Path, title: str | None =
 
     scores = [s for s in scores if s.ratios is not None and len(s.ratios)]
     if not scores:
-        raise ValueError("nothing to plot: no corpus has per-document values")
+        raise InputError("nothing to plot: no corpus has per-document values")
     colours = {
         "pcfg": "tab:blue",
         "tokens": "tab:purple",

@@ -33,17 +33,23 @@ import pyarrow.parquet as pq
 
 from gzipscale.helpers import (
     SpecError,
+    UserError,
     atomic_write_json,
     check_int_field,
     file_sha256,
     spec_differences,
 )
-from gzipscale.vocabulary import DATASET_EVAL_TOKENS, DEFAULT_CONTEXT_LENGTH, MANIFEST_FILE
+from gzipscale.vocabulary import (
+    DATASET_EVAL_TOKENS,
+    DEFAULT_CONTEXT_LENGTH,
+    MANIFEST_FILE,
+    SAMPLER_MODES,
+)
 
 from .compiled import compile_grammar
 from .gzip_metric import GzipStats, gzip_ratios
 from .random_pcfg import grammar_text
-from .sampler import SAMPLER_MODES, compiled_for, sample_documents
+from .sampler import compiled_for, sample_documents
 from .spec import GrammarSpec
 
 FORMAT = "gzipscale-dataset"
@@ -53,7 +59,7 @@ INCOMPLETE = ".incomplete.json"
 SPLIT_STREAMS = {"train": 0, "eval": 1}
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError, RuntimeError):
     """A dataset directory that is missing, incomplete, corrupt or not the one asked for."""
 
 

@@ -1,4 +1,4 @@
-"""gzip compressibility H, the paper's metric (paper-facts §3).
+"""gzip compressibility H, the paper's metric (Pandey 2024, Eq. 3).
 
 For one document: every token id as a 4-byte big-endian signed integer, gzip at level 9
 with its 18 bytes of header and trailer counted, compressed size / raw size. A dataset's H
@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from gzipscale.helpers import InputError
+
 GZIP_LEVEL = 9
 _GZIP_WBITS = 31  # 16 + 15: gzip container, 32 KiB window
 
@@ -22,7 +24,7 @@ def gzip_ratio_bytes(raw: bytes | memoryview) -> float:
     """Compressed/raw size of a byte string (text corpora)."""
     n = len(raw)
     if n == 0:
-        raise ValueError("cannot score an empty document")
+        raise InputError("cannot score an empty document")
     return len(zlib.compress(raw, GZIP_LEVEL, wbits=_GZIP_WBITS)) / n
 
 
@@ -30,7 +32,7 @@ def token_bytes(tokens) -> bytes:
     """Token ids as 4-byte big-endian signed integers (the paper's encoding)."""
     arr = np.asarray(tokens)
     if arr.size and (arr.min() < -(2**31) or arr.max() >= 2**31):
-        raise ValueError("token ids must fit in a 32-bit signed integer")
+        raise InputError("token ids must fit in a 32-bit signed integer")
     return arr.astype(">i4", copy=False).tobytes()
 
 
@@ -47,12 +49,12 @@ def gzip_ratios(documents: np.ndarray) -> np.ndarray:
     """
     docs = np.asarray(documents)
     if docs.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"documents must be a 2-D array (documents x tokens), got shape {docs.shape}"
         )
     n, length = docs.shape
     if length == 0:
-        raise ValueError("cannot score empty documents")
+        raise InputError("cannot score empty documents")
     raw = memoryview(token_bytes(docs))
     width = 4 * length
     compress = zlib.compress
@@ -107,7 +109,7 @@ class GzipStats:
     def of(cls, ratios) -> GzipStats:
         r = np.asarray(ratios, dtype=np.float64)
         if r.size == 0:
-            raise ValueError("no documents to summarise")
+            raise InputError("no documents to summarise")
         q25, med, q75 = np.percentile(r, [25, 50, 75])
         return cls(
             median=float(med),

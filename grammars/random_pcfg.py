@@ -1,4 +1,4 @@
-"""Random PCFGs built by the paper's recipe (paper-facts §1), as NLTK grammars.
+"""Random PCFGs built by the paper's recipe (Pandey 2024), as NLTK grammars.
 
 The draws follow the reference code call for call (``random.randint`` for the number of
 options, one weight per option, then per option a length and its symbols drawn with

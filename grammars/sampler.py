@@ -2,7 +2,7 @@
 
 A document is the first ``context_length`` (L) tokens of ``s1 0 s2 0 s3 0 ...`` where the
 sentences s_i are independent draws from the grammar: sentences joined by the separator 0
-and the one that does not fit cut to the space left (paper-facts §2). Each document
+and the one that does not fit cut to the space left (as in Pandey 2024). Each document
 starts with a fresh sentence, so documents are windows of one long sentence stream.
 
 How sentences are drawn, without Python recursion:
@@ -42,7 +42,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from gzipscale.vocabulary import DEFAULT_CONTEXT_LENGTH
+from gzipscale.vocabulary import DEFAULT_CONTEXT_LENGTH, SAMPLER_MODES
 
 from .compiled import (
     SEPARATOR,
@@ -53,7 +53,6 @@ from .compiled import (
 )
 from .compiled import compile_grammar as _compile
 
-SAMPLER_MODES = ("prefix", "finite")
 # Rounds are cheap once few documents remain; this cap only triggers for grammars whose
 # leftmost derivations almost never reach a terminal (or never do).
 DEFAULT_MAX_ROUNDS = 20_000

@@ -1,6 +1,6 @@
 """The paper's grammar series and their gzip compressibility over several seeds.
 
-Pandey (2024) uses three series of random PCFGs (paper-facts section 1): one with the
+Pandey (2024) uses three series of random PCFGs (its Table 1): one with the
 vocabulary (terminals) held at 300, a main series whose vocabulary grows with the
 complexity, and four grammars of about the same H but very different syntax.  H varies
 with the grammar's random draw, so the compressibility table reports each grammar's
@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gzipscale.helpers import InputError
 
 from .spec import GrammarSpec
 
@@ -65,7 +67,7 @@ def series_grammars(series: list[str] | None = None) -> list[str]:
     names = list(PAPER_SERIES) if series is None else series
     unknown = [s for s in names if s not in PAPER_SERIES]
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"field 'series' must be among {', '.join(PAPER_SERIES)}, got {', '.join(unknown)}"
         )
     return list(dict.fromkeys(g.grammar for s in names for g in PAPER_SERIES[s]))
@@ -173,7 +175,7 @@ def summarise(scores: list[SeedScore], series: list[str] | None = None) -> list[
     for grammar in series_grammars(names):
         got = sorted(by_grammar.get(grammar, []), key=lambda s: s.seed)
         if not got:
-            raise ValueError(f"grammar {grammar} has no scores; score every grammar of the series")
+            raise InputError(f"grammar {grammar} has no scores; score every grammar of the series")
         medians = [s.median for s in got]
         member = tuple(n for n in names if any(g.grammar == grammar for g in PAPER_SERIES[n]))
         rows.append(
@@ -202,9 +204,9 @@ def read_table(path: str | Path) -> dict:
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from None
+        raise InputError(f"{path}: not JSON ({exc})") from None
     if not isinstance(table, dict) or table.get("format") != SERIES_FORMAT:
-        raise ValueError(
+        raise InputError(
             f"{path}: not a compressibility table (field 'format' must be {SERIES_FORMAT!r}); "
             "write one with `gzipscale series --out FILE`"
         )

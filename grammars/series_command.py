@@ -14,6 +14,9 @@ import os
 import time
 from pathlib import Path
 
+from gzipscale import helpers
+from gzipscale.helpers import InputError
+
 
 def compressibility_table(
     series: list[str],
@@ -88,7 +91,6 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def cmd_series(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from gzipscale.helpers import (
         atomic_write_json,
@@ -109,8 +111,8 @@ def cmd_series(args: argparse.Namespace) -> int:
     if args.workers is not None:
         check_int_field("workers", args.workers, 1, 1 << 16)
     if args.out and Path(args.out).is_dir():
-        raise ValueError(f"--out {args.out} is a folder; give a file name such as series.json")
-    console = Console(stderr=True, highlight=False)
+        raise InputError(f"--out {args.out} is a folder; give a file name such as series.json")
+    console = helpers.console()
     ensure_ray(address=args.address)
     last = [0.0]
 
@@ -158,36 +160,5 @@ def cmd_series(args: argparse.Namespace) -> int:
         )
     for c in table["real"]:
         out.add_row("real data", f"{c['name']} ({c['kind']})", "-", f"{c['median']:.4f}", "", "")
-    printer = Console(highlight=False)
-    if not printer.is_terminal:
-        printer.width = max(printer.width, 120)  # logs and pipes: keep rows on one line
-    printer.print(out)
+    helpers.console(stderr=False).print(out)
     return 0
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "series",
-        help="gzip H of the paper's grammar series over several seeds (its Table 1)",
-        description="Score every grammar of the paper's three series (same vocabulary, main, "
-        "same H) with several seeds, in parallel on Ray: each grammar's H is the median gzip "
-        "ratio of the documents `gzipscale data` would write, reported as mean ± sd over "
-        "seeds, beside the paper's values and real code and prose.",
-    )
-    p.add_argument(
-        "--series",
-        help="comma-separated series (default all): same-vocabulary, main, same-H",
-    )
-    p.add_argument("--seeds", default="0-4", help="grammar seeds: 0-4 or 1,5,9 (default 0-4)")
-    p.add_argument(
-        "--tokens", default="1M", help="tokens sampled per grammar and seed (default 1M)"
-    )
-    p.add_argument("--context-length", type=int, default=256, help="tokens per document")
-    p.add_argument("--workers", type=int, help="most grammars scored at once (default: every CPU)")
-    p.add_argument("--no-real", action="store_true", help="skip the real-data references")
-    p.add_argument("--out", metavar="FILE.json", help="also write the table as JSON (atomically)")
-    p.add_argument(
-        "--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded cluster)"
-    )
-    p.add_argument("--json", action="store_true", help="print the table as JSON")
-    p.set_defaults(func=cmd_series)

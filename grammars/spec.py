@@ -24,7 +24,7 @@ SPEC_FIELDS = ("nonterminals", "terminals", "max_rhs_len", "max_rhs_options")
 
 @dataclass(frozen=True)
 class GrammarSpec:
-    """A random PCFG as the paper builds it (Pandey 2024, §2).
+    """A random PCFG as the paper builds it (Pandey 2024).
 
     Attributes:
         nonterminals: number of nonterminals N0..N{n-1} (the start symbol S is extra).

@@ -1,1 +1,1 @@
-"""Sweeps on Ray, the gzipscale command line and the progress display."""
+"""Sweeps on Ray Tune, the live analysis glue, the live display and reports of sweeps."""

@@ -60,7 +60,7 @@ PRESETS: dict[str, dict] = {
         **TINY_GRID,
         "train": {**TINY_TRAIN, "vocab_size": 301},
     },
-    # The paper's main series (paper-facts section 1) with its six shapes at vocabulary
+    # The paper's main series (Pandey 2024) with its six shapes at vocabulary
     # 32001 and its data sizes, trained as the paper did; for a GPU cluster.
     "paper": {
         "name": "paper",

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import tomllib
 
-from gzipscale.grammars.sampler import SAMPLER_MODES
 from gzipscale.grammars.spec import GrammarSpec
-from gzipscale.helpers import SpecError, check_int_field, parse_size, spec_differences
+from gzipscale.helpers import PathNotFound, SpecError, check_int_field, parse_size, spec_differences
 from gzipscale.trainers.config import TrainConfig, preset
 from gzipscale.trainers.shapes import SHAPES
+from gzipscale.vocabulary import SAMPLER_MODES
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 GPU_MODES = ("auto", "yes", "no")
@@ -212,7 +212,7 @@ class SweepSpec:
     def load(cls, path: str | Path) -> SweepSpec:
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"sweep spec {path} does not exist")
+            raise PathNotFound(f"sweep spec {path} does not exist")
         text = path.read_text()
         try:
             data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gzipscale.helpers import UserError
 from gzipscale.vocabulary import ACTOR_NAMESPACE, RESULTS_FILE, SWEEP_SPEC_FILE, actor_name
 
 from .callbacks import EventLog, ResultsTable, append_event, read_rows, result_row, upsert_row
@@ -33,7 +34,7 @@ from .storage import RunStore, join, resolve_storage
 REPORT_BOOTSTRAP = 100
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A sweep that cannot start as asked (names what to change)."""
 
 

@@ -8,8 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_STORAGE = "runs"
-
 
 def load_spec(args: argparse.Namespace):
     from gzipscale.helpers import SpecError
@@ -30,15 +28,15 @@ def _fmt_flops(x: float) -> str:
 
 
 def print_plan(summary: dict, as_json: bool) -> None:
+    from gzipscale.helpers import console as make_console
     from gzipscale.helpers import json_safe
 
     if as_json:
         print(json.dumps(json_safe(summary), indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = make_console(stderr=False)
     table = Table(
         title=f"sweep {summary['name']}: {summary['runs']} runs, cheapest first",
         title_justify="left",
@@ -134,29 +132,3 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser(
-        "sweep",
-        help="run a scaling-law sweep (grammars x shapes x data sizes) on Ray Tune; resumable",
-    )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", help="smoke, tiny or paper")
-    src.add_argument("--spec", metavar="FILE", help="a sweep spec (TOML, or a saved sweep.json)")
-    p.add_argument("--name", help="sweep name (default: the spec's); the run directory's name")
-    p.add_argument(
-        "--storage",
-        default=DEFAULT_STORAGE,
-        metavar="DIR_OR_URI",
-        help=f"where run directories go: a path (default ./{DEFAULT_STORAGE}) or a URI such as "
-        "s3://bucket/sweeps (needed for multi-node clusters)",
-    )
-    p.add_argument(
-        "--dry-run", action="store_true", help="print the plan and its cost; run nothing"
-    )
-    p.add_argument(
-        "--address", help="Ray cluster address (default: RAY_ADDRESS, else an embedded cluster)"
-    )
-    p.add_argument("--json", action="store_true", help="print the plan or the outcome as JSON")
-    p.set_defaults(func=cmd_sweep)

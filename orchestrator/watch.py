@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.text import Text
 
+from gzipscale.helpers import PathNotFound
 from gzipscale.vocabulary import ACTOR_NAMESPACE, actor_name
 
 from .sweep_state import OfflineFits, collect
@@ -219,7 +220,7 @@ def resolve_run_dir(run: str) -> Path:
     under = Path("runs") / run
     if (under / "sweep.json").exists():
         return under
-    raise FileNotFoundError(
+    raise PathNotFound(
         f"{run} is not a sweep run directory (no sweep.json there or in runs/{run}); "
         "give the path printed by `gzipscale sweep`"
     )
@@ -274,19 +275,3 @@ def cmd_watch(args: argparse.Namespace) -> int:
         display.fits.offline.wait()
     display.stop()
     return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser(
-        "watch", help="live view of a sweep (its grid, fits and events); Ctrl-C only detaches"
-    )
-    p.add_argument("run", metavar="RUN", help="run directory (STORAGE/NAME) or a name under runs/")
-    p.add_argument(
-        "--address",
-        help="Ray cluster to attach to for live fits (default: RAY_ADDRESS; 'auto' finds a "
-        "local one); without one, everything is read from the run directory",
-    )
-    p.add_argument("--once", action="store_true", help="print the current state once and exit")
-    p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
-    p.add_argument("--follow", action="store_true", help="keep watching after every run has ended")
-    p.set_defaults(func=cmd_watch)

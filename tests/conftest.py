@@ -7,7 +7,7 @@ import os
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# As the gzipscale command does (orchestrator/cli.py): one BLAS thread, set before numpy
+# As the gzipscale command does (cli.py): one BLAS thread, set before numpy
 # loads; threaded BLAS only slows the small fits down.
 # (Only OpenBLAS, numpy's and scipy's BLAS: torch's own thread pool is left alone.)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -27,14 +27,6 @@ def ray_cluster():
         )
     yield ray
     ray.shutdown()
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "isolated: starts its own Ray cluster in subprocesses; always run last "
-        "(see tests/test_cluster.py)",
-    )
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from gzipscale.orchestrator.cli import main
+from gzipscale.cli import main
 
 
 def run_cli(capsys, *argv):
@@ -117,7 +117,7 @@ def test_console_script_is_installed_and_shows_help():
     for command in ("data", "gzip", "grammar"):
         assert command in result.stdout
     result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "grammar", "3,0,2,2"],
+        [sys.executable, "-m", "gzipscale.cli", "grammar", "3,0,2,2"],
         capture_output=True,
         text=True,
         env={**os.environ},

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from gzipscale.analysis.results import write_results_csv
-from gzipscale.orchestrator.cli import main
+from gzipscale.cli import main
 from gzipscale.orchestrator.display import PlainReporter, header_line, render
 from gzipscale.orchestrator.plan import plan_runs
 from gzipscale.orchestrator.spec import SweepSpec

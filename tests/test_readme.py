@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gzipscale.orchestrator.cli import build_parser
+from gzipscale.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from gzipscale.analysis.reproduction import GENERATED_MARK, INPUTS_JSON
-from gzipscale.orchestrator.cli import main
+from gzipscale.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDED = Path(__file__).parent / "data" / "reproduction_run"

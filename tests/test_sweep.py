@@ -16,8 +16,8 @@ import pytest
 import ray.cloudpickle
 
 from gzipscale.analysis.results import read_results_csv
+from gzipscale.cli import main
 from gzipscale.helpers import SpecError
-from gzipscale.orchestrator.cli import main
 from gzipscale.orchestrator.plan import plan_runs
 from gzipscale.orchestrator.presets import PRESETS, preset_spec
 from gzipscale.orchestrator.spec import SweepSpec

@@ -56,7 +56,7 @@ def test_driver_killed_mid_sweep_resumes_without_loss_or_duplicates(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "orchestrator.cli",
+        "gzipscale.cli",
         "sweep",
         "--spec",
         str(spec),

@@ -1,1 +1,1 @@
-"""Llama-style decoders and resumable training runs (see the trainers issue)."""
+"""Llama-style decoders and resumable training runs."""

@@ -1,6 +1,6 @@
 """Training configuration: one dataclass, saved with every run, and its two presets.
 
-``paper`` reproduces the paper's training setup (paper-facts section 5): AdamW lr 5e-5,
+``paper`` reproduces the paper's training setup (Pandey 2024, and its public code): AdamW lr 5e-5,
 betas (0.9, 0.999), eps 1e-6, no weight decay, no warmup, a constant learning rate (what
 the paper's code did; ``schedule="cosine"`` gives the cosine-to-0 the paper describes),
 batch 32 documents of 256 tokens, no gradient clipping (the paper mentions none).
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+from gzipscale.helpers import SpecError
 from gzipscale.vocabulary import EVAL_TOKENS
 
 from .shapes import PARAM_COUNTS
@@ -29,7 +30,7 @@ PRESETS = ("cpu", "paper")
 # the held-out loss (over documents) was 0.002-0.004 nats, under the 0.005 the sweep needs.
 
 
-class ConfigError(ValueError):
+class ConfigError(SpecError):
     """A training setting out of range (names the field and the allowed values)."""
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import torch
 
+from gzipscale.helpers import UserError
+
 from .shapes import ModelShape
 
 GIB = 1024**3
 
 
-class MemoryTooSmall(RuntimeError):
+class MemoryTooSmall(UserError, RuntimeError):
     """The run needs more memory than the device has (the message names both numbers)."""
 
 

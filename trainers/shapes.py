@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from gzipscale.helpers import SpecError
+
 PAPER_VOCAB = 32001  # Llama-2's tokenizer plus a pad token, as the paper's models had
 PARAM_COUNTS = ("total", "non_embedding")
 
@@ -81,7 +83,7 @@ def get_shape(name: str) -> ModelShape:
     try:
         return SHAPES[name]
     except KeyError:
-        raise ValueError(
+        raise SpecError(
             f"field 'model' must be one of {', '.join(SHAPES)}, got {name!r} "
             "(`gzipscale models` lists them with their sizes)"
         ) from None
@@ -93,6 +95,6 @@ def counted_params(shape: ModelShape, vocab_size: int, param_count: str) -> int:
         return shape.params(vocab_size)
     if param_count == "non_embedding":
         return shape.non_embedding_params()
-    raise ValueError(
+    raise SpecError(
         f"field 'param_count' must be one of {', '.join(PARAM_COUNTS)}, got {param_count!r}"
     )

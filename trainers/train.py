@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from gzipscale.helpers import UserError
 from gzipscale.vocabulary import FAILED, FINISHED
 
 from .config import TrainConfig
@@ -47,7 +48,7 @@ OPERATIONAL_SETTINGS = (
 )
 
 
-class TrainError(ValueError):
+class TrainError(UserError, ValueError):
     """A run that cannot start: bad spec, vocabulary or resume state (names the field)."""
 
 

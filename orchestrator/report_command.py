@@ -11,8 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gzipscale.analysis.commands import add_fit_options
-from gzipscale.helpers import json_safe
+from gzipscale.helpers import InputError, PathNotFound, json_safe
 
 
 def _sweep_command(run_dir: Path) -> str:
@@ -54,7 +53,7 @@ def cmd_reproduction(args: argparse.Namespace) -> int:
     from gzipscale.analysis.reproduction import build_reproduction
 
     if not (args.run_dir / "sweep.json").is_file():
-        raise FileNotFoundError(
+        raise PathNotFound(
             f"{args.run_dir} has no sweep.json; --reproduction needs a sweep's run directory"
         )
     result = build_reproduction(
@@ -82,13 +81,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.reproduction is not None:
         if args.out is not None:
-            raise ValueError(
+            raise InputError(
                 "--out and --reproduction exclude each other: --reproduction FILE.md writes "
                 "FILE.md and its folder FILE/ beside it"
             )
         return cmd_reproduction(args)
     if args.series is not None:
-        raise ValueError("--series goes with --reproduction FILE.md")
+        raise InputError("--series goes with --reproduction FILE.md")
     result = build_report(
         args.run_dir, args.out, bootstrap=args.bootstrap, seed=args.seed, budget=args.budget
     )
@@ -101,48 +100,3 @@ def cmd_report(args: argparse.Namespace) -> int:
     for name, reason in result["skipped"].items():
         print(f"skipped {name}: {reason}")
     return 0
-
-
-def register(subparsers) -> None:
-    """Add ``report`` to an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "report",
-        help="write a report folder: tables, figures and report.md for a sweep",
-        description="Fit every dataset of a run directory (or a results table) and write a "
-        "report folder: report.md with the paper's Tables 1-3 and the figures (loss against "
-        "tokens, loss surface with the compute-optimal frontier, frontiers against "
-        "Chinchilla's, parameters against gzip H), the tables as CSV and the figures as PNG. "
-        "The folder is built beside the target and swapped in when complete.",
-    )
-    p.add_argument(
-        "run_dir",
-        metavar="RUN_DIR",
-        type=Path,
-        help="run directory holding results.csv, or a .csv/.parquet results table",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="report folder (default RUN_DIR/report, or <table>_report beside a table file); "
-        "an existing folder is replaced only if it holds a previous report.md",
-    )
-    p.add_argument(
-        "--reproduction",
-        type=Path,
-        metavar="FILE.md",
-        help="write the reproduction report instead (e.g. docs/reproduction.md): the paper's "
-        "claims checked against this sweep, with figures and inputs in FILE/ beside it",
-    )
-    p.add_argument(
-        "--series",
-        type=Path,
-        metavar="SERIES.json",
-        help="with --reproduction: the compressibility table from `gzipscale series --out`",
-    )
-    add_fit_options(p, budget_help="reference budget for tokens per parameter")
-    p.add_argument(
-        "--json", action="store_true", help="print {out, files, datasets, skipped, ...} as JSON"
-    )
-    p.set_defaults(func=cmd_report)
