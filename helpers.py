@@ -61,6 +61,41 @@ def check_int_field(name: str, value: object, low: int, high: int, what: str = "
     return value
 
 
+def check_choice(field: str, value, allowed: tuple, error: type[Exception] = SpecError) -> None:
+    if value not in allowed:
+        raise error(f"field {field!r} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def check_int(
+    field: str, value, low: int, high: int | None = None, error: type[Exception] = SpecError
+) -> None:
+    """A strict integer field (no strings, floats or bools) in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error(f"field {field!r} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise error(f"field {field!r} must be {bound}, got {value}")
+
+
+def check_number(
+    field: str,
+    value,
+    low: float,
+    high: float,
+    low_open: bool = False,
+    high_open: bool = False,
+    error: type[Exception] = SpecError,
+) -> None:
+    """A strict finite number field in the interval ``low..high`` (open ends as flagged)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise error(f"field {field!r} must be a finite number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise error(f"field {field!r} must be in {lo}{low}, {high}{hi}, got {value}")
+
+
 _SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9, "T": 10**12}
 
 

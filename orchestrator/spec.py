@@ -32,10 +32,18 @@ from pathlib import Path
 import tomllib
 
 from gzipscale.grammars.spec import GrammarSpec
-from gzipscale.helpers import PathNotFound, SpecError, check_int_field, parse_size, spec_differences
+from gzipscale.helpers import (
+    PathNotFound,
+    SpecError,
+    check_choice,
+    check_int_field,
+    check_number,
+    parse_size,
+    spec_differences,
+)
 from gzipscale.trainers.config import TrainConfig, preset
 from gzipscale.trainers.shapes import SHAPES
-from gzipscale.vocabulary import SAMPLER_MODES
+from gzipscale.vocabulary import DEFAULT_CONTEXT_LENGTH, EVAL_TOKENS, SAMPLER_MODES
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 GPU_MODES = ("auto", "yes", "no")
@@ -49,11 +57,7 @@ class GrammarEntry:
 
     def __post_init__(self) -> None:
         GrammarSpec.parse(self.grammar, seed=self.seed)  # raises SpecError naming the field
-        if self.sampler not in SAMPLER_MODES:
-            raise SpecError(
-                f"field 'grammars.sampler' must be one of {', '.join(SAMPLER_MODES)}, "
-                f"got {self.sampler!r}"
-            )
+        check_choice("grammars.sampler", self.sampler, SAMPLER_MODES)
 
     @property
     def spec(self) -> GrammarSpec:
@@ -85,18 +89,9 @@ class Resources:
     max_concurrent_trials: int = 0  # 0: as many as the cluster holds
 
     def __post_init__(self) -> None:
-        if not (0 < self.cpus_per_trial <= 1024):
-            raise SpecError(
-                f"field 'resources.cpus_per_trial' must be in (0, 1024], got {self.cpus_per_trial}"
-            )
-        if self.gpu not in GPU_MODES:
-            raise SpecError(
-                f"field 'resources.gpu' must be one of {', '.join(GPU_MODES)}, got {self.gpu!r}"
-            )
-        if not (0 < self.gpu_fraction <= 1):
-            raise SpecError(
-                f"field 'resources.gpu_fraction' must be in (0, 1], got {self.gpu_fraction}"
-            )
+        check_number("resources.cpus_per_trial", self.cpus_per_trial, 0, 1024, low_open=True)
+        check_choice("resources.gpu", self.gpu, GPU_MODES)
+        check_number("resources.gpu_fraction", self.gpu_fraction, 0, 1, low_open=True)
         check_int_field("resources.whole_gpu_params", self.whole_gpu_params, 0, 10**13)
         check_int_field("resources.multi_gpu_params", self.multi_gpu_params, 0, 10**13)
         check_int_field("resources.gpus_per_multi", self.gpus_per_multi, 1, 1024)
@@ -110,8 +105,8 @@ class SweepSpec:
     shapes: tuple[str, ...]
     data_sizes: tuple[int, ...]
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval_tokens: int = 131_072
-    context_length: int = 256
+    eval_tokens: int = EVAL_TOKENS
+    context_length: int = DEFAULT_CONTEXT_LENGTH
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 2  # retries of a trial that crashed (not of a diverged run)
 

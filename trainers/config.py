@@ -14,9 +14,11 @@ that small data sizes still take enough optimizer steps.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+from gzipscale import helpers
 from gzipscale.helpers import SpecError
 from gzipscale.vocabulary import EVAL_TOKENS
 
@@ -32,6 +34,12 @@ PRESETS = ("cpu", "paper")
 
 class ConfigError(SpecError):
     """A training setting out of range (names the field and the allowed values)."""
+
+
+# The checks every spec uses, refusing with ConfigError.
+check_choice = functools.partial(helpers.check_choice, error=ConfigError)
+check_int = functools.partial(helpers.check_int, error=ConfigError)
+check_number = functools.partial(helpers.check_number, error=ConfigError)
 
 
 @dataclass(frozen=True)
@@ -62,28 +70,28 @@ class TrainConfig:
     log_points: int = 200  # about this many points on the training-loss curve
 
     def __post_init__(self) -> None:
-        _check_number("lr", self.lr, 0.0, 10.0, low_open=True)
-        _check_choice("lr_scaling", self.lr_scaling, ("width", "none"))
-        _check_int("lr_reference_width", self.lr_reference_width, 1)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_int("warmup_steps", self.warmup_steps, 0)
-        _check_number("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        _check_number("beta1", self.beta1, 0.0, 1.0, high_open=True)
-        _check_number("beta2", self.beta2, 0.0, 1.0, high_open=True)
-        _check_number("eps", self.eps, 0.0, 1.0, low_open=True)
-        _check_number("weight_decay", self.weight_decay, 0.0, 10.0)
-        _check_number("grad_clip", self.grad_clip, 0.0, 1e6)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("eval_tokens", self.eval_tokens, 1)
-        _check_int("eval_batch_size", self.eval_batch_size, 1)
-        _check_int("checkpoint_every", self.checkpoint_every, 0)
-        _check_int("keep_checkpoints", self.keep_checkpoints, 1)
-        _check_int("seed", self.seed, 0, 2**63 - 1)
-        _check_int("vocab_size", self.vocab_size, 0, 1 << 24)
-        _check_choice("param_count", self.param_count, PARAM_COUNTS)
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("compile", self.compile, COMPILE_MODES)
-        _check_int("log_points", self.log_points, 1)
+        check_number("lr", self.lr, 0.0, 10.0, low_open=True)
+        check_choice("lr_scaling", self.lr_scaling, ("width", "none"))
+        check_int("lr_reference_width", self.lr_reference_width, 1)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_int("warmup_steps", self.warmup_steps, 0)
+        check_number("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_number("beta1", self.beta1, 0.0, 1.0, high_open=True)
+        check_number("beta2", self.beta2, 0.0, 1.0, high_open=True)
+        check_number("eps", self.eps, 0.0, 1.0, low_open=True)
+        check_number("weight_decay", self.weight_decay, 0.0, 10.0)
+        check_number("grad_clip", self.grad_clip, 0.0, 1e6)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("eval_tokens", self.eval_tokens, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        check_int("checkpoint_every", self.checkpoint_every, 0)
+        check_int("keep_checkpoints", self.keep_checkpoints, 1)
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("vocab_size", self.vocab_size, 0, 1 << 24)
+        check_choice("param_count", self.param_count, PARAM_COUNTS)
+        check_choice("device", self.device, DEVICES)
+        check_choice("compile", self.compile, COMPILE_MODES)
+        check_int("log_points", self.log_points, 1)
 
     def peak_lr(self, hidden: int) -> float:
         if self.lr_scaling == "width":
@@ -143,28 +151,3 @@ def preset(name: str) -> TrainConfig:
             batch_size=32,
         )
     raise ConfigError(f"field 'preset' must be one of {', '.join(PRESETS)}, got {name!r}")
-
-
-def _check_choice(field: str, value, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"field {field!r} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-def _check_int(field: str, value, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"field {field!r} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ConfigError(f"field {field!r} must be {bound}, got {value}")
-
-
-def _check_number(
-    field: str, value, low: float, high: float, low_open: bool = False, high_open: bool = False
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"field {field!r} must be a finite number, got {value!r}")
-    too_low = value <= low if low_open else value < low
-    too_high = value >= high if high_open else value > high
-    if too_low or too_high:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise ConfigError(f"field {field!r} must be in {lo}{low}, {high}{hi}, got {value}")
