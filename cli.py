@@ -169,6 +169,19 @@ def add_grammar(p: argparse.ArgumentParser) -> None:
         metavar="TOKENS",
         help="sample this many tokens per seed (one process) and report H",
     )
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="compute each seed's floor: the exact Bayes-optimal loss per predicted token on "
+        "the documents `gzipscale data` writes (held-out stream), with its standard error, the "
+        "derivation-entropy bound and the grammar's ambiguity",
+    )
+    p.add_argument(
+        "--documents",
+        type=int,
+        default=2000,
+        help="held-out documents the floor averages over (default 2000)",
+    )
     shared(p, "--sampler", "--context-length", "--json")
 
 

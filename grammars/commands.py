@@ -136,13 +136,14 @@ def cmd_grammar(args: argparse.Namespace) -> int:
     from gzipscale.grammars.random_pcfg import grammar_text
     from gzipscale.grammars.series import training_split_ratios
     from gzipscale.grammars.spec import GrammarSpec
-    from gzipscale.helpers import parse_seeds, parse_size
+    from gzipscale.helpers import check_int_field, parse_seeds, parse_size
 
     seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
     if args.text:
         sys.stdout.write(grammar_text(GrammarSpec.parse(args.grammar, seed=seeds[0])))
         return 0
     score_tokens = parse_size(args.score, "score") if args.score else 0
+    documents = check_int_field("documents", args.documents, 2, 1_000_000)
     rows = []
     for seed in seeds:
         spec = GrammarSpec.parse(args.grammar, seed=seed)
@@ -159,6 +160,8 @@ def cmd_grammar(args: argparse.Namespace) -> int:
                 spec, score_tokens, context_length=args.context_length, sampler=args.sampler
             )
             row["gzip"] = GzipStats.of(ratios).to_dict()
+        if args.floor:
+            row["floor"] = _floor(spec, args, documents)
         rows.append(row)
     medians = [r["gzip"]["median"] for r in rows if "gzip" in r]
     summary = {"grammars": rows}
@@ -174,21 +177,59 @@ def cmd_grammar(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"grammar ({args.grammar})")
-    for col in ("seed", "productions", "growth ρ", "P(finite)", "H (median)", "H mean ± sd"):
+    columns = ["seed", "productions", "growth ρ", "P(finite)", "H (median)", "H mean ± sd"]
+    if args.floor:
+        columns += ["floor ± SE (nats/token)", "derivation bound", "ambiguity"]
+    for col in columns:
         table.add_column(col, justify="right")
     for r in rows:
         gz = r.get("gzip")
-        table.add_row(
+        cells = [
             str(r["grammar"]["seed"]),
             str(r["productions"]),
             f"{r['spectral_radius']:.3f}",
             f"{r['p_sentence_finite']:.3f}",
             f"{gz['median']:.4f}" if gz else "-",
             f"{gz['mean']:.4f} ± {gz['std']:.4f}" if gz else "-",
-        )
+        ]
+        if args.floor:
+            cells += _floor_cells(r["floor"])
+        table.add_row(*cells)
     printer = console(stderr=False)
     printer.print(table)
     if len(medians) > 1:
         m = summary["median_H_over_seeds"]
         printer.print(f"median H over {m['n_seeds']} seeds: {m['mean']:.4f} ± {m['sd']:.4f}")
     return 0
+
+
+def _floor(spec, args: argparse.Namespace, documents: int) -> dict:
+    """The floor block of one grammar and seed, as `gzipscale data` records it (without the
+    per-position curve), or the reason it cannot be computed."""
+    from gzipscale.grammars.dataset import DatasetSpec
+    from gzipscale.grammars.floor import FloorError, dataset_floor
+
+    dataset = DatasetSpec(
+        grammar=spec,
+        tokens=args.context_length,
+        context_length=args.context_length,
+        sampler=args.sampler,
+    )
+    try:
+        floor = dataset_floor(dataset, documents=documents).to_dict()
+    except FloorError as exc:
+        return {"error": str(exc)}
+    floor.pop("per_position")
+    floor.pop("per_position_stderr")
+    return floor
+
+
+def _floor_cells(floor: dict) -> list[str]:
+    if "error" in floor:
+        return ["undefined", "-", "-"]
+    bound, ambiguity = floor["derivation_bound"], floor["ambiguity"]
+    return [
+        f"{floor['nats_per_token']:.4f} ± {floor['stderr']:.4f}",
+        "-" if bound is None else f"{bound:.4f}",
+        "-" if ambiguity is None else f"{ambiguity:.4f}",
+    ]

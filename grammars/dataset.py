@@ -216,11 +216,14 @@ def read_gzip_column(path: Path) -> np.ndarray:
     return pq.read_table(path, columns=["gzip"])["gzip"].to_numpy()
 
 
-def finalize(out: Path, spec: DatasetSpec, known: dict[str, dict], wall_s: float) -> dict:
+def finalize(
+    out: Path, spec: DatasetSpec, known: dict[str, dict], wall_s: float, floor: dict | None = None
+) -> dict:
     """Write the manifest for a dataset whose shards are all on disk.
 
     ``known`` maps shard paths to the records the workers returned; shards made by an
-    earlier, interrupted run are hashed here.
+    earlier, interrupted run are hashed here. ``floor`` is the dataset's floor block
+    (``gzipscale.grammars.floor``), recorded as it is.
     """
     manifest = _identity(spec)
     text = grammar_text(spec.grammar)
@@ -276,6 +279,7 @@ def finalize(out: Path, spec: DatasetSpec, known: dict[str, dict], wall_s: float
                 "spectral_radius": g.spectral_radius(),
                 "p_sentence_finite": float(g.finite_probabilities()[g.start]),
             },
+            "floor": floor,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "wall_s": wall_s,
         }

@@ -26,6 +26,13 @@ from .dataset import (
     prepare_output,
     verify_dataset,
 )
+from .floor import (
+    DEFAULT_FLOOR_DOCUMENTS,
+    FloorError,
+    combine_blocks,
+    floor_blocks,
+    score_block,
+)
 
 
 def _configure_ray_data() -> None:
@@ -63,6 +70,21 @@ def _parallelism(workers: int | None) -> dict:
         # Ray counts resources in units of 1e-4: round down so that `workers` tasks fit.
         return {"num_cpus": math.floor(cpus / workers * 1e4) / 1e4}
     return {"num_cpus": 1, "compute": ray.data.TaskPoolStrategy(size=workers)}
+
+
+def compute_floor(spec: DatasetSpec, documents: int = DEFAULT_FLOOR_DOCUMENTS) -> dict:
+    """The dataset's floor, as its manifest records it: one Ray task per eval block of the
+    floor's documents, joined in block order (the same numbers on any number of workers).
+    A grammar whose floor is undefined or out of reach records the reason instead."""
+    ensure_ray()
+    import ray
+
+    score = ray.remote(num_cpus=1)(score_block)
+    try:
+        blocks = [score.remote(spec, b, documents) for b in floor_blocks(spec, documents)]
+        return combine_blocks(spec, ray.get(blocks)).to_dict()
+    except FloorError as exc:  # Ray's task error is an instance of the task's own error
+        return {"error": str(exc).strip().splitlines()[-1]}
 
 
 def _build_shards(batch: dict, spec_dict: dict) -> dict:
@@ -120,6 +142,7 @@ def generate_dataset(
                 on_progress(done, total)
     if len(missing_blocks(out, spec)) != 0:
         raise DatasetError(f"{out}: some shards were not written; run the command again")
-    manifest = finalize(out, spec, known, wall_s=time.perf_counter() - start)
+    floor = compute_floor(spec)
+    manifest = finalize(out, spec, known, wall_s=time.perf_counter() - start, floor=floor)
     manifest["reused"] = False
     return manifest
