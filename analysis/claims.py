@@ -1,4 +1,5 @@
-"""The paper's five claims (paper-facts section 7), checked against a sweep's fits.
+"""The five claims of Pandey (2024), "gzip Predicts Data-dependent Scaling Laws"
+(arXiv 2405.16684), checked against a sweep's fits.
 
 Each check is a pure function of the fitted datasets and returns a :class:`Verdict`:
 ``holds``, ``does not hold`` or ``cannot decide``.  The rules are fixed here, before
@@ -15,9 +16,11 @@ looking at any sweep, so a report cannot pick the reading that suits it:
 - A claim made of several parts holds when every part holds, does not hold when any
   part does not, and otherwise cannot be decided.
 
-The frontier exponent is ``a = β/(α+β)`` (N_opt ∝ C^a, D_opt ∝ C^(1-a)); a frontier
-"shifts toward data" when ``a`` falls.  Chinchilla's frontier has a ≈ 0.5 (N and D
-grow alike), so "crossing Chinchilla's 1:1 frontier" is read as ``a`` crossing 0.5.
+The frontier exponent is ``a = β/(α+β)`` (the law's ``n_opt_exponent``: N_opt ∝ C^a,
+D_opt ∝ C^(1-a)); a frontier "shifts toward data" when ``a`` falls.  Chinchilla's frontier
+has a ≈ 0.5 (N and D grow alike; Hoffmann et al. 2022), so "crossing Chinchilla's 1:1
+frontier" is read as ``a`` crossing 0.5.  Every interval quoted says which bootstrap
+policy made it.
 """
 
 from __future__ import annotations
@@ -28,8 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import linregress
 
+from gzipscale.analysis.bootstrap import INTERVAL_LEVEL, BootstrapPolicy
+from gzipscale.analysis.fitreport import DatasetFit
+from gzipscale.analysis.law import ScalingLaw
+from gzipscale.vocabulary import FLOPS_PER_PARAM_TOKEN
+
 ALPHA_LEVEL = 0.05
-LEVEL = 0.95
+LEVEL = INTERVAL_LEVEL
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "cannot decide"
 PAPER_A_CROSSING = (0.23, 0.45)  # claim 1: a crosses 0.5 between these H
 PAPER_ALPHA_BETA_CROSSING = 0.27  # claim 2
@@ -38,6 +46,7 @@ SAME_H_TOLERANCE = 0.03  # claim 4: a grammar belongs to the same-H group within
 MIN_H_GAP = 0.02  # claim 5: grammars closer in H than this are not ordered by H
 NO_SAME_H = "fewer than 2 grammars of about the same H in the sweep"
 NO_LEVELS = "no loss level that two grammars reach with different compute"
+A = "n_opt_exponent"  # the key of a = β/(α+β) in a law's dict and its intervals
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,29 @@ class Dataset:
     name: str
     grammar: str  # "NT,T,LEN,OPTS"
     H: float
-    law: dict  # E, A, B, alpha, beta
+    law: ScalingLaw
     samples: dict | None  # name -> bootstrap estimates (alpha, beta, ..., n_opt_exponent)
-    ci: dict | None  # name -> [lo, hi]
+    intervals: dict | None  # name -> (lo, hi)
     N: np.ndarray
     D: np.ndarray
     L: np.ndarray
+    policy: BootstrapPolicy | None = None  # how the samples and intervals were made
+
+    @classmethod
+    def of(cls, fit: DatasetFit, grammar: str) -> Dataset:
+        """The claims' view of a fit of a dataset made from ``grammar``."""
+        return cls(
+            name=fit.name,
+            grammar=grammar,
+            H=fit.gzip,
+            law=fit.law,
+            samples=fit.samples,
+            intervals=fit.intervals,
+            N=fit.N,
+            D=fit.D,
+            L=fit.L,
+            policy=fit.bootstrap.policy if fit.bootstrap else None,
+        )
 
     @property
     def terminals(self) -> int:
@@ -60,24 +86,35 @@ class Dataset:
 
     @property
     def a(self) -> float:
-        alpha, beta = self.law["alpha"], self.law["beta"]
-        return beta / (alpha + beta) if alpha + beta > 0 else math.nan
+        return self.law.n_opt_exponent
 
     def sample(self, key: str) -> np.ndarray | None:
         if self.samples is None:
             return None
-        if key == "a":
-            key = "n_opt_exponent"
         return np.asarray(self.samples[key], dtype=float)
 
     def value(self, key: str) -> float:
-        return self.a if key == "a" else float(self.law[key])
+        return float(getattr(self.law, key))
 
     def interval(self, key: str) -> tuple[float, float] | None:
-        if self.ci is None or key not in self.ci:
+        if self.intervals is None or key not in self.intervals:
             return None
-        lo, hi = self.ci[key]
+        lo, hi = self.intervals[key]
         return float(lo), float(hi)
+
+
+def _policy(datasets: list[Dataset], resamples: int | None = None) -> BootstrapPolicy | None:
+    """The bootstrap policy the datasets share (with ``resamples`` paired ones)."""
+    policy = next((d.policy for d in datasets if d.policy is not None), None)
+    if policy is None or resamples is None:
+        return policy
+    return BootstrapPolicy(resamples, policy.seed, policy.level)
+
+
+def _quote(policy: BootstrapPolicy | None, lo_hi: tuple[float, float], spec: str = ".3g") -> str:
+    if policy is None:
+        return f"bootstrap {100 * LEVEL:.0f}% interval [{lo_hi[0]:{spec}}, {lo_hi[1]:{spec}}]"
+    return policy.quote(*lo_hi, spec=spec)
 
 
 @dataclass(frozen=True)
@@ -90,6 +127,7 @@ class Trend:
     pvalue: float
     slope_interval: tuple[float, float] | None
     n: int
+    policy: BootstrapPolicy | None = None  # the paired resamples behind slope_interval
 
     @property
     def significant(self) -> bool:
@@ -104,7 +142,7 @@ class Trend:
     def short(self) -> str:
         """The slope and why it counts or not, in a few words."""
         ci = (
-            f", slope interval [{self.slope_interval[0]:.2g}, {self.slope_interval[1]:.2g}]"
+            f", slope {_quote(self.policy, self.slope_interval, '.2g')}"
             if self.slope_interval
             else ""
         )
@@ -112,11 +150,7 @@ class Trend:
         return f"slope {self.slope:.3g}, p = {self.pvalue:.2g}{ci}: {verdict}"
 
     def describe(self, label: str) -> str:
-        ci = (
-            f", bootstrap 95% [{self.slope_interval[0]:.3g}, {self.slope_interval[1]:.3g}]"
-            if self.slope_interval
-            else ""
-        )
+        ci = f", {_quote(self.policy, self.slope_interval)}" if self.slope_interval else ""
         if self.significant:
             why = "significant"
         elif not self.pvalue < ALPHA_LEVEL:
@@ -195,7 +229,8 @@ def _interval(values: np.ndarray) -> tuple[float, float] | None:
 
 
 def trend(datasets: list[Dataset], key: str) -> Trend | None:
-    """``key`` (a law parameter or ``a``) regressed on H; None below 3 datasets."""
+    """``key`` (a key of the law's dict, e.g. ``alpha`` or ``n_opt_exponent``) regressed
+    on H; None below 3 datasets."""
     if len(datasets) < 3 or len({d.H for d in datasets}) < 2:
         return None
     H = np.array([d.H for d in datasets])
@@ -205,7 +240,10 @@ def trend(datasets: list[Dataset], key: str) -> Trend | None:
     fit = linregress(H, y)
     lines = _resampled_lines(datasets, key)
     interval = None if lines is None else _interval(lines[0])
-    return Trend(key, float(fit.slope), float(fit.intercept), float(fit.pvalue), interval, len(H))
+    policy = None if lines is None else _policy(datasets, len(lines[0]))
+    return Trend(
+        key, float(fit.slope), float(fit.intercept), float(fit.pvalue), interval, len(H), policy
+    )
 
 
 def _direction_part(t: Trend | None, want: str) -> str:
@@ -229,12 +267,14 @@ def _disjoint(x: tuple[float, float] | None, y: tuple[float, float] | None) -> b
 def _a_summary(datasets: list[Dataset]) -> str:
     cells = []
     for d in sorted(datasets, key=lambda d: d.H):
-        ci = d.interval("a")
+        ci = d.interval(A)
         cells.append(
             f"{d.grammar} (H {d.H:.3f}): a = {d.a:.3f}"
             + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
         )
-    return "; ".join(cells)
+    policy = _policy(datasets)
+    intervals = f" ({policy.describe()})" if policy and any(d.intervals for d in datasets) else ""
+    return "; ".join(cells) + intervals
 
 
 def check_claim_1(datasets: list[Dataset]) -> Verdict:
@@ -242,12 +282,12 @@ def check_claim_1(datasets: list[Dataset]) -> Verdict:
     parts: dict[str, str] = {}
     ordered = sorted(datasets, key=lambda d: d.H)
     differ = any(
-        _disjoint(x.interval("a"), y.interval("a"))
+        _disjoint(x.interval(A), y.interval(A))
         for i, x in enumerate(ordered)
         for y in ordered[i + 1 :]
     )
     parts["laws differ (some pair of a intervals disjoint)"] = HOLDS if differ else UNDECIDED
-    t = trend(datasets, "a")
+    t = trend(datasets, A)
     parts["frontier shifts toward data as H rises (a falls)"] = _direction_part(t, "falls")
     if t is not None:
         evidence.append(t.describe("a"))
@@ -297,7 +337,7 @@ def check_claim_2(datasets: list[Dataset]) -> Verdict:
         text = f"the lines of α and β cross at H = {h_cross:.3f}"
         target = (PAPER_ALPHA_BETA_CROSSING - NEAR, PAPER_ALPHA_BETA_CROSSING + NEAR)
         if interval is not None:
-            text += f" (bootstrap 95% [{interval[0]:.3g}, {interval[1]:.3g}])"
+            text += f" ({_quote(_policy(datasets), interval)})"
             if target[0] <= interval[0] and interval[1] <= target[1]:
                 crossing = HOLDS
             elif interval[1] < target[0] or interval[0] > target[1]:
@@ -333,7 +373,7 @@ def check_claim_3(datasets: list[Dataset]) -> Verdict:
         f"{len(group)} grammars with {terminals} terminals: "
         + ", ".join(f"{d.grammar} (H {d.H:.3f})" for d in sorted(group, key=lambda d: d.H))
     ]
-    t = trend(group, "a")
+    t = trend(group, A)
     if t is not None:
         evidence.append(t.describe("a"))
     parts[f"a falls with H at {terminals} terminals"] = _direction_part(t, "falls")
@@ -360,7 +400,7 @@ def check_claim_4(datasets: list[Dataset], same_h_grammars: set[str]) -> Verdict
         parts["no significant shift among same-H grammars"] = UNDECIDED
         return Verdict(4, CLAIMS[4], UNDECIDED, [NO_SAME_H], parts, NO_SAME_H)
     evidence = [f"same-H group: {_a_summary(group)}"]
-    intervals = [d.interval("a") for d in group]
+    intervals = [d.interval(A) for d in group]
     shifted = any(_disjoint(x, y) for i, x in enumerate(intervals) for y in intervals[i + 1 :])
     # The data could show a shift only if the intervals are narrower than the shift H
     # itself produces across the sweep (the spread of a over all its grammars).
@@ -398,7 +438,8 @@ def check_claim_4(datasets: list[Dataset], same_h_grammars: set[str]) -> Verdict
 def compute_to_reach(d: Dataset, level: float) -> float:
     """Least training compute 6ND among the runs whose loss is ≤ level (inf if none)."""
     reached = d.L <= level
-    return float((6.0 * d.N * d.D)[reached].min()) if reached.any() else math.inf
+    compute = FLOPS_PER_PARAM_TOKEN * d.N * d.D
+    return float(compute[reached].min()) if reached.any() else math.inf
 
 
 def check_claim_5(datasets: list[Dataset]) -> Verdict:

@@ -1,301 +1,121 @@
 """``gzipscale fit`` and ``gzipscale predict``: fits of a results table, from the command line.
 
-:func:`register` adds both subcommands to the CLI's subparsers.  Each command builds
-one plain dict (what ``--json`` prints) and renders the same dict as rich tables
-otherwise, so the two outputs cannot disagree.  Bad input raises ValueError or
-FileNotFoundError with a message meant for the user; the CLI prints it.
+The arguments are declared in ``gzipscale/cli.py``; this module does the work.  Each
+command builds one record -- a :class:`~gzipscale.analysis.fitreport.FitReport`, or the
+prediction's dict -- prints it as JSON with ``--json`` and renders the same record as rich
+tables otherwise, so the two outputs cannot disagree.  Bad input raises a
+:class:`~gzipscale.helpers.UserError` with a message meant for the user.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 
-from gzipscale.helpers import json_safe
+from gzipscale.analysis.bootstrap import DEFAULT_POLICY, BootstrapPolicy
+from gzipscale.analysis.fitreport import FitReport, fit_datasets
+from gzipscale.analysis.law import EXPONENT_NAMES, LAW_NAMES
+from gzipscale.analysis.table import load_points
+from gzipscale.helpers import InputError, Progress, console, json_safe
+from gzipscale.vocabulary import DEFAULT_CONTEXT_LENGTH, REFERENCE_BUDGET
 
-DEFAULT_BOOTSTRAP = 200
-DEFAULT_BUDGET = 1e18
-DEFAULT_SEED = 0
-LAW_KEYS = ("E", "A", "B", "alpha", "beta")
-# bootstrap_fit's names for the frontier exponents -> this output's names.
-EXPONENT_KEYS = {"n_opt_exponent": "a", "d_opt_exponent": "b"}
 TOKEN_KINDS = ("pcfg", "tokens")
-
-
-# -- small helpers ---------------------------------------------------------------------
-
-
-def _console():
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 120)  # logs and pipes: don't squeeze tables
-    return console
+# How the rendered tables label each key of a law.
+LABELS = {
+    "E": "E",
+    "A": "A",
+    "B": "B",
+    "alpha": "α",
+    "beta": "β",
+    "n_opt_exponent": "a = β/(α+β) (N_opt ∝ C^a)",
+    "d_opt_exponent": "b = α/(α+β) (D_opt ∝ C^b)",
+}
 
 
 def _num(value, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
 
-class _Progress:
-    """A rich progress bar on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self, total: int):
-        self._bar = None
-        if total and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._task = self._bar.add_task("fitting", total=total)
-
-    def __enter__(self):
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.stop()
-
-    def describe(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, description=text)
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-
-# -- fitting every dataset -------------------------------------------------------------
-
-
-def _frontier(fit, budget: float) -> dict:
-    from gzipscale.analysis.frontier import compute_optimal, crossing_budget
-
-    point = compute_optimal(fit, budget)
-    return {
-        "budget": budget,
-        "N_opt": float(point.N_opt),
-        "D_opt": float(point.D_opt),
-        "tokens_per_parameter": float(point.tokens_per_parameter),
-        "loss": float(point.loss),
-        "a": point.n_opt_exponent,
-        "b": point.d_opt_exponent,
-        "chinchilla_crossing": crossing_budget(fit),
-    }
-
-
-def _excluded_note(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-
-
-def fit_datasets(points, *, bootstrap: int, seed: int, budget: float) -> dict:
-    """Fit every dataset of a :func:`analysis.table.load_points` frame.
-
-    Returns ``{"datasets", "skipped", "regression", "fits", "bootstraps"}``; ``fits``
-    and ``bootstraps`` hold the :class:`~analysis.fit.ScalingFit` and
-    :class:`~analysis.fit.BootstrapResult` objects (not JSON) for callers that go on.
-    """
-    from gzipscale.analysis.fit import UnderdeterminedFit, bootstrap_fit, fit_scaling_law
-    from gzipscale.analysis.table import dataset_gzip
-
-    excluded = points.attrs.get("excluded", {})
-    names = list(dict.fromkeys(points["dataset"]))  # first-appearance order
-    datasets, skipped, fits, bootstraps = {}, {}, {}, {}
-    for name, counts in excluded.items():
-        if name not in names:
-            skipped[name] = f"no finished rows ({_excluded_note(counts)})"
-
-    steps = len(names) * (2 if bootstrap else 1)
-    with _Progress(steps) as progress:
-        for name in names:
-            rows = points[points["dataset"] == name]
-            N, D, L = (rows[c].to_numpy(dtype=float) for c in ("params", "tokens", "loss"))
-            progress.describe(f"{name}: fit")
-            try:
-                fit = fit_scaling_law(N, D, L, emit_warnings=False)
-            except (UnderdeterminedFit, RuntimeError) as exc:
-                skipped[name] = str(exc)
-                progress.advance()
-                if bootstrap:
-                    progress.advance()
-                continue
-            progress.advance()
-            notes = list(fit.warnings)
-            H, gzip_note = dataset_gzip(points, name)
-            if gzip_note:
-                notes.append(gzip_note)
-            if name in excluded:
-                notes.append(f"left out {_excluded_note(excluded[name])} row(s)")
-
-            ci, boot = None, None
-            if bootstrap:
-                progress.describe(f"{name}: bootstrap ({bootstrap} resamples)")
-                try:
-                    # The same seed for every dataset: a dataset's intervals then do not
-                    # depend on which other datasets share the table.
-                    boot = bootstrap_fit(N, D, L, n_resamples=bootstrap, seed=seed, point_fit=fit)
-                except UnderdeterminedFit as exc:
-                    notes.append(f"no bootstrap intervals: {exc}")
-                progress.advance()
-            if boot is not None:
-                ci = {EXPONENT_KEYS.get(k, k): list(v) for k, v in boot.intervals.items()}
-                if boot.n_unconverged:
-                    notes.append(
-                        f"{boot.n_unconverged} of {bootstrap} bootstrap fits did not report "
-                        "convergence (kept)"
-                    )
-            try:
-                frontier = _frontier(fit, budget)
-            except ValueError as exc:
-                frontier = None
-                notes.append(f"no compute-optimal frontier: {exc}")
-
-            datasets[name] = {
-                **fit.law.to_dict(),
-                "ci": ci,
-                "n_points": fit.n_points,
-                "frontier": frontier,
-                "gzip": H,
-                "warnings": notes,
-                "objective": fit.objective,
-                "converged": fit.converged,
-                "excluded": dict(excluded.get(name, {})),
-                "bootstrap": None
-                if boot is None
-                else {
-                    "n_resamples": boot.n_resamples,
-                    "level": boot.level,
-                    "seed": boot.seed,
-                    "n_redrawn": boot.n_redrawn,
-                    "n_unconverged": boot.n_unconverged,
-                },
-            }
-            fits[name] = fit
-            if boot is not None:
-                bootstraps[name] = boot
-
-    regression, regression_note = None, None
-    with_h = [n for n in datasets if datasets[n]["gzip"] is not None]
-    if len(with_h) >= 3:
-        from gzipscale.analysis.regression import fit_gzip_regression
-
-        try:
-            regression = fit_gzip_regression(
-                [fits[n] for n in with_h], [datasets[n]["gzip"] for n in with_h], names=with_h
-            )
-        except (UnderdeterminedFit, ValueError) as exc:
-            regression_note = f"no regression on H: {exc}"
-    return {
-        "datasets": datasets,
-        "skipped": skipped,
-        "regression": regression,
-        "regression_note": regression_note,
-        "fits": fits,
-        "bootstraps": bootstraps,
-    }
+def _interval(lo_hi) -> str:
+    if lo_hi is None:
+        return "-"
+    return f"[{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]"
 
 
 # -- gzipscale fit ---------------------------------------------------------------------
 
 
-def fit_report(path, *, bootstrap: int, seed: int, budget: float) -> dict:
-    """What ``gzipscale fit --json`` prints, as a dict (plus ``regression_note``)."""
-    from gzipscale.analysis.table import load_points
-
-    result = fit_datasets(load_points(path), bootstrap=bootstrap, seed=seed, budget=budget)
-    reg = result["regression"]
-    return {
-        "datasets": result["datasets"],
-        "skipped": result["skipped"],
-        "regression": None if reg is None else reg.to_dict(),
-        "regression_note": result["regression_note"],
-    }
+def fit_report(
+    path: str | Path,
+    *,
+    policy: BootstrapPolicy = DEFAULT_POLICY,
+    budget: float = REFERENCE_BUDGET,
+    progress=None,
+) -> FitReport:
+    """Every dataset of the table at ``path`` fitted: what ``gzipscale fit`` prints."""
+    return fit_datasets(load_points(path), policy=policy, budget=budget, progress=progress)
 
 
-def render_fit(report: dict, console) -> None:
-    """Print a fit report (the ``--json`` dict) as rich tables."""
+def render_fit(report: FitReport, out) -> None:
+    """Print a fit report as rich tables: per dataset its law with intervals (the bootstrap
+    policy in the column's title) and frontier; then skipped datasets and the regression."""
     from rich.table import Table
 
-    for name, d in report["datasets"].items():
-        gzip = "" if d["gzip"] is None else f", H = {d['gzip']:.4f}"
-        table = Table(title=f"{name}: L = E + A/N^α + B/D^β ({d['n_points']} points{gzip})")
+    for name, d in report.datasets.items():
+        gzip = "" if d.gzip is None else f", H = {d.gzip:.4f}"
+        table = Table(title=f"{name}: L = E + A/N^α + B/D^β ({d.n_points} points{gzip})")
         table.add_column("quantity")
         table.add_column("estimate", justify="right")
-        table.add_column("95% interval" if d["ci"] else "interval", justify="right")
-        ci = d["ci"] or {}
-        for key in LAW_KEYS:
-            lo_hi = ci.get(key)
-            table.add_row(key, _num(d[key]), _interval(lo_hi))
-        f = d["frontier"]
+        policy = d.bootstrap.policy if d.bootstrap else BootstrapPolicy(resamples=0)
+        table.add_column(policy.describe(), justify="right")
+        law = d.law.to_dict()
+        for key in LAW_NAMES + EXPONENT_NAMES:
+            table.add_row(LABELS[key], _num(law[key]), _interval(d.interval(key)))
+        f = d.frontier
         if f is not None:
-            table.add_row("a (N_opt ∝ C^a)", _num(f["a"]), _interval(ci.get("a")))
-            table.add_row("b (D_opt ∝ C^b)", _num(f["b"]), _interval(ci.get("b")))
-            budget = f"{f['budget']:.3g}"
-            table.add_row(f"N_opt at C={budget}", _num(f["N_opt"], ".3e"), "")
-            table.add_row(f"D_opt at C={budget}", _num(f["D_opt"], ".3e"), "")
-            table.add_row("tokens per parameter", _num(f["tokens_per_parameter"], ".3g"), "")
-            table.add_row("crosses Chinchilla at C", _num(f["chinchilla_crossing"], ".3e"), "")
-        console.print(table)
-        for note in d["warnings"]:
-            console.print(f"  [yellow]warning:[/] {note}")
-    for name, reason in report["skipped"].items():
-        console.print(f"[bold]skipped[/] {name}: {reason}")
-    reg = report["regression"]
+            budget = f"{float(f.C):.3g}"
+            table.add_row(f"N_opt at C={budget}", _num(float(f.N_opt), ".3e"), "")
+            table.add_row(f"D_opt at C={budget}", _num(float(f.D_opt), ".3e"), "")
+            table.add_row("tokens per parameter", _num(float(f.tokens_per_parameter), ".3g"), "")
+            table.add_row("crosses Chinchilla at C", _num(d.chinchilla_crossing, ".3e"), "")
+        out.print(table)
+        for note in d.warnings:
+            out.print(f"  [yellow]warning:[/] {note}")
+    for name, reason in report.skipped.items():
+        out.print(f"[bold]skipped[/] {name}: {reason}")
+    reg = report.regression
     if reg is not None:
-        table = Table(title=f"parameters regressed on gzip H ({len(reg['H'])} datasets)")
+        table = Table(title=f"parameters regressed on gzip H ({len(reg.H)} datasets)")
         for col in ("parameter", "slope", "± stderr", "intercept", "± stderr", "p-value", "R²"):
             table.add_column(col, justify="left" if col == "parameter" else "right")
-        for key, t in reg["terms"].items():
+        for key, t in reg.terms.items():
             table.add_row(
-                f"log {key}" if t["log_scale"] else key,
-                _num(t["slope"]),
-                _num(t["slope_stderr"], ".2g"),
-                _num(t["intercept"]),
-                _num(t["intercept_stderr"], ".2g"),
-                _num(t["pvalue"], ".2g"),
-                _num(t["r_squared"], ".3f"),
+                f"log {key}" if t.log_scale else key,
+                _num(t.slope),
+                _num(t.slope_stderr, ".2g"),
+                _num(t.intercept),
+                _num(t.intercept_stderr, ".2g"),
+                _num(t.pvalue, ".2g"),
+                _num(t.r_squared, ".3f"),
             )
-        console.print(table)
-    elif report.get("regression_note"):
-        console.print(report["regression_note"])
-
-
-def _interval(lo_hi) -> str:
-    if lo_hi is None or lo_hi[0] is None:
-        return "-"
-    return f"[{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]"
+        out.print(table)
+    elif report.regression_note:
+        out.print(report.regression_note)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    report = fit_report(args.path, bootstrap=args.bootstrap, seed=args.seed, budget=args.budget)
-    if not report["datasets"] and not report["skipped"]:
-        raise ValueError(f"{args.path}: no rows to fit")
+    policy = BootstrapPolicy(resamples=args.bootstrap, seed=args.seed)
+    with Progress("fitting", unit="datasets") as progress:
+        report = fit_report(args.path, policy=policy, budget=args.budget, progress=progress)
+    if not report.datasets and not report.skipped:
+        raise InputError(f"{args.path}: no rows to fit")
     if args.json:
-        note = report.pop("regression_note")
-        if note:
-            print(f"gzipscale fit: {note}", file=sys.stderr)
-        print(json.dumps(json_safe(report), indent=2, allow_nan=False))
+        print(json.dumps(json_safe(report.to_dict()), indent=2, allow_nan=False))
     else:
-        render_fit(report, _console())
+        render_fit(report, console(stderr=False))
     # Nothing fitted is a failure; some datasets skipped is a report.
-    return 0 if report["datasets"] else 1
+    return 0 if report.datasets else 1
 
 
 # -- gzipscale predict -----------------------------------------------------------------
@@ -312,27 +132,37 @@ def score_corpus(path, *, text: bool, context_length: int):
             return score
     kinds = ", ".join(s.kind for s in scores)
     hint = "" if text else "; pass --text to predict from its text score"
-    raise ValueError(f"{path}: scored as {kinds}, none of kind {' or '.join(wanted)}{hint}")
+    raise InputError(f"{path}: scored as {kinds}, none of kind {' or '.join(wanted)}{hint}")
+
+
+def _draws(prediction) -> str:
+    return (
+        f"{100 * prediction.level:.0f}% interval, {prediction.n_samples} draws of the "
+        f"regression coefficients, seed {prediction.seed}"
+    )
 
 
 def predict_report(
-    corpus, source, *, budget: float, text: bool = False, seed: int = 0, context_length: int = 256
+    corpus,
+    source,
+    *,
+    budget: float,
+    text: bool = False,
+    seed: int = DEFAULT_POLICY.seed,
+    context_length: int = DEFAULT_CONTEXT_LENGTH,
 ) -> dict:
     """What ``gzipscale predict --json`` prints, as a dict."""
-    from gzipscale.analysis.regression import MIN_DATASETS, predict_at_gzip
-    from gzipscale.analysis.table import load_points
+    from gzipscale.analysis.regression import predict_at_gzip
 
     score = score_corpus(corpus, text=text, context_length=context_length)
     H = float(score.stats.median)
-    result = fit_datasets(load_points(source), bootstrap=0, seed=seed, budget=budget)
-    regression = result["regression"]
+    # The prediction's intervals come from the regression, not from each fit's bootstrap.
+    report = fit_report(source, policy=BootstrapPolicy(resamples=0, seed=seed), budget=budget)
+    regression = report.regression
     if regression is None:
-        with_h = [n for n, d in result["datasets"].items() if d["gzip"] is not None]
-        skipped = "; ".join(f"{n}: {r}" for n, r in result["skipped"].items())
-        raise ValueError(
-            f"{source}: predicting needs at least {MIN_DATASETS} fitted datasets with a gzip "
-            f"value, got {len(with_h)} ({', '.join(with_h) or 'none'})"
-            + (f"; {result['regression_note']}" if result["regression_note"] else "")
+        skipped = "; ".join(f"{n}: {r}" for n, r in report.skipped.items())
+        raise InputError(
+            f"{source}: cannot predict: {report.regression_note}"
             + (f"; skipped: {skipped}" if skipped else "")
         )
     prediction = predict_at_gzip(regression, H, C=[budget], seed=seed)
@@ -352,13 +182,11 @@ def predict_report(
     if prediction.frontier is not None:
         f = prediction.frontier
         frontier = {
-            "budget": budget,
+            "C": budget,
             "N_opt": float(f.N_opt[0]),
             "D_opt": float(f.D_opt[0]),
             "tokens_per_parameter": float(f.tokens_per_parameter[0]),
             "loss": float(f.loss[0]),
-            "a": f.n_opt_exponent,
-            "b": f.d_opt_exponent,
             "intervals": {k: list(v[0]) for k, v in prediction.frontier_intervals.items()},
         }
     else:
@@ -373,65 +201,53 @@ def predict_report(
         },
         "budget": budget,
         "law": prediction.law.to_dict(),
-        "intervals": {EXPONENT_KEYS.get(k, k): list(v) for k, v in prediction.intervals.items()},
-        "level": prediction.level,
+        "intervals": {k: list(v) for k, v in prediction.intervals.items()},
+        "interval": _draws(prediction),
         "frontier": frontier,
         "regression": regression.to_dict(),
         "datasets": {
-            n: {**{k: d[k] for k in LAW_KEYS}, "gzip": d["gzip"], "n_points": d["n_points"]}
-            for n, d in result["datasets"].items()
+            n: {"law": d.law.to_dict(), "gzip": d.gzip, "n_points": d.n_points}
+            for n, d in report.datasets.items()
         },
-        "skipped": result["skipped"],
+        "skipped": report.skipped,
         "warnings": warnings,
     }
 
 
-def render_prediction(report: dict, console) -> None:
+def render_prediction(report: dict, out) -> None:
     from rich.table import Table
 
     c = report["corpus"]
     law = report["law"]
-    console.print(
-        f"[bold]{c['name']}[/] ({c['kind']}, {c['documents']:,} documents): H = {c['H']:.4f}"
-    )
-    console.print(
+    out.print(f"[bold]{c['name']}[/] ({c['kind']}, {c['documents']:,} documents): H = {c['H']:.4f}")
+    out.print(
         f"L(N, D) = {law['E']:.4g} + {law['A']:.4g}/N^{law['alpha']:.4g} "
         f"+ {law['B']:.4g}/D^{law['beta']:.4g}"
     )
-    level = f"{100 * report['level']:.0f}% interval"
     table = Table(
         title=f"law predicted at H = {c['H']:.4f} from {len(report['datasets'])} datasets"
     )
     table.add_column("quantity")
     table.add_column("estimate", justify="right")
-    table.add_column(level, justify="right")
-    for key in LAW_KEYS:
-        table.add_row(key, _num(law[key]), _interval(report["intervals"].get(key)))
+    table.add_column(report["interval"], justify="right")
+    for key in LAW_NAMES + EXPONENT_NAMES:
+        table.add_row(LABELS[key], _num(law[key]), _interval(report["intervals"].get(key)))
     f = report["frontier"]
     if f is not None:
-        table.add_row("a (N_opt ∝ C^a)", _num(f["a"]), _interval(report["intervals"].get("a")))
-        table.add_row("b (D_opt ∝ C^b)", _num(f["b"]), _interval(report["intervals"].get("b")))
-        table.add_row(
-            f"N_opt at C={f['budget']:.3g}",
-            _num(f["N_opt"], ".3e"),
-            _interval(f["intervals"].get("N_opt")),
-        )
-        table.add_row(
-            f"D_opt at C={f['budget']:.3g}",
-            _num(f["D_opt"], ".3e"),
-            _interval(f["intervals"].get("D_opt")),
-        )
-        table.add_row(
-            "tokens per parameter",
-            _num(f["tokens_per_parameter"], ".3g"),
-            _interval(f["intervals"].get("tokens_per_parameter")),
-        )
-        table.add_row("loss at optimum", _num(f["loss"]), _interval(f["intervals"].get("loss")))
-    console.print(table)
+        budget = f"{report['budget']:.3g}"
+        intervals = f["intervals"]
+        for key, label, spec in (
+            ("N_opt", f"N_opt at C={budget}", ".3e"),
+            ("D_opt", f"D_opt at C={budget}", ".3e"),
+            ("tokens_per_parameter", "tokens per parameter", ".3g"),
+            ("loss", "loss at optimum", ".4g"),
+        ):
+            table.add_row(label, _num(f[key], spec), _interval(intervals.get(key)))
+    out.print(table)
     for name, reason in report["skipped"].items():
-        console.print(f"[bold]skipped[/] {name}: {reason}")
+        out.print(f"[bold]skipped[/] {name}: {reason}")
     for note in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {note}")
+        out.print(f"[yellow]warning:[/] {note}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -446,8 +262,5 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_safe(report), indent=2, allow_nan=False))
     else:
-        render_prediction(report, _console())
+        render_prediction(report, console(stderr=False))
     return 0
-
-
-# -- parser ----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Compute-optimal frontier of a law ``L(N, D) = E + A/N**alpha + B/D**beta``.
 
-With training compute ``C = 6 N D`` (Kaplan/Chinchilla FLOPs rule),
-minimising L at fixed C gives (Chinchilla, Appendix D.2)
+With training compute ``C = 6 N D`` (Kaplan et al. 2020; Hoffmann et al. 2022),
+minimising L at fixed C gives (Hoffmann et al. 2022, Appendix D.2)
 
     G     = (alpha A / (beta B)) ** (1 / (alpha + beta))
     N_opt = G * (C/6) ** a,      a = beta / (alpha + beta)
@@ -11,20 +11,19 @@ so ``a + b = 1`` and ``6 N_opt D_opt = C``.  Tokens per parameter,
 ``D_opt / N_opt = G**-2 (C/6)**(b - a)``, is a power law in C; two laws'
 ratios meet where two power laws meet, which has a closed form.
 
-Every function accepts any object with float attributes E, A, B, alpha, beta
-(:class:`analysis.fit.ScalingLaw`, :class:`analysis.fit.ScalingFit`, ...)
-and is vectorised over arrays of C.
+Every function takes a :class:`~gzipscale.analysis.law.ScalingLaw` (a fit's is
+``fit.law``), needs A, B, alpha, beta > 0, and is vectorised over arrays of C.  The
+exponents a and b are the law's own ``n_opt_exponent`` and ``d_opt_exponent``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
-from gzipscale.analysis.fit import ScalingLaw
+from gzipscale.analysis.law import ScalingLaw
 from gzipscale.vocabulary import FLOPS_PER_PARAM_TOKEN
 
 # Chinchilla's Approach 3 fit (Hoffmann et al. 2022, Eq. 10).
@@ -32,19 +31,12 @@ CHINCHILLA = ScalingLaw(E=1.6934, A=406.40, B=410.72, alpha=0.33917, beta=0.2849
 # Epoch AI's refit of Chinchilla's data (Besiroglu et al. 2024, Eq. 5).
 EPOCH_CHINCHILLA = ScalingLaw(E=1.8172, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658)
 
+FRONTIER_FIELDS = ("C", "N_opt", "D_opt", "tokens_per_parameter", "loss")
 # Exponent differences below this count as parallel tokens-per-parameter laws.
 PARALLEL_TOL = 1e-12
 
 
-class LawLike(Protocol):
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
-
-
-def _checked(law: LawLike) -> tuple[float, float, float, float, float]:
+def _checked(law: ScalingLaw) -> tuple[float, float, float, float, float]:
     E, A, B, alpha, beta = (float(getattr(law, k)) for k in ("E", "A", "B", "alpha", "beta"))
     if not (A > 0 and B > 0 and alpha > 0 and beta > 0):
         raise ValueError(
@@ -61,19 +53,22 @@ def _budget(C) -> np.ndarray:
     return C
 
 
-def frontier_exponents(law: LawLike) -> tuple[float, float]:
-    """``(a, b) = (beta/(alpha+beta), alpha/(alpha+beta))``: N_opt ∝ C**a, D_opt ∝ C**b."""
-    _, _, _, alpha, beta = _checked(law)
-    return beta / (alpha + beta), alpha / (alpha + beta)
+def frontier_exponents(law: ScalingLaw) -> tuple[float, float]:
+    """``(a, b) = (beta/(alpha+beta), alpha/(alpha+beta))``: N_opt ∝ C**a, D_opt ∝ C**b.
+
+    The law's own ``n_opt_exponent`` and ``d_opt_exponent``, once its parameters are
+    checked (a frontier needs A, B, alpha, beta > 0)."""
+    _checked(law)
+    return law.n_opt_exponent, law.d_opt_exponent
 
 
-def frontier_coefficient(law: LawLike) -> float:
+def frontier_coefficient(law: ScalingLaw) -> float:
     """``G = (alpha A / (beta B)) ** (1 / (alpha + beta))``."""
     _, A, B, alpha, beta = _checked(law)
     return math.exp((math.log(alpha * A) - math.log(beta * B)) / (alpha + beta))
 
 
-def optimal_allocation(law: LawLike, C) -> tuple[np.ndarray, np.ndarray]:
+def optimal_allocation(law: ScalingLaw, C) -> tuple[np.ndarray, np.ndarray]:
     """Compute-optimal ``(N_opt, D_opt)`` for budget(s) C in FLOPs (``C = 6 N D``)."""
     C = _budget(C)
     a, b = frontier_exponents(law)
@@ -82,7 +77,7 @@ def optimal_allocation(law: LawLike, C) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(log_g + a * log_c6), np.exp(b * log_c6 - log_g)
 
 
-def tokens_per_parameter(law: LawLike, C) -> np.ndarray:
+def tokens_per_parameter(law: ScalingLaw, C) -> np.ndarray:
     """``D_opt / N_opt`` at budget(s) C: ``G**-2 (C/6)**(b - a)``."""
     C = _budget(C)
     a, b = frontier_exponents(law)
@@ -90,14 +85,14 @@ def tokens_per_parameter(law: LawLike, C) -> np.ndarray:
     return np.exp((b - a) * np.log(C / FLOPS_PER_PARAM_TOKEN) - 2 * log_g)
 
 
-def loss_at_optimum(law: LawLike, C) -> np.ndarray:
+def loss_at_optimum(law: ScalingLaw, C) -> np.ndarray:
     """The law's loss at its compute-optimal (N_opt, D_opt) for budget(s) C."""
     E, A, B, alpha, beta = _checked(law)
     n_opt, d_opt = optimal_allocation(law, C)
     return E + A / n_opt**alpha + B / d_opt**beta
 
 
-def crossing_budget(law: LawLike, other: LawLike = CHINCHILLA) -> float | None:
+def crossing_budget(law: ScalingLaw, other: ScalingLaw = CHINCHILLA) -> float | None:
     """Budget C at which two laws prescribe the same tokens per parameter.
 
     Both ratios are power laws ``r_i(C) = G_i**-2 (C/6)**p_i`` with
@@ -126,15 +121,14 @@ def crossing_budget(law: LawLike, other: LawLike = CHINCHILLA) -> float | None:
 
 @dataclass
 class FrontierPoint:
-    """The compute-optimal allocation at each budget (arrays shaped like C)."""
+    """The compute-optimal allocation at each budget C (arrays shaped like C; floats for
+    one budget).  The frontier's exponents are the law's (``law.n_opt_exponent``)."""
 
     C: np.ndarray
     N_opt: np.ndarray
     D_opt: np.ndarray
     tokens_per_parameter: np.ndarray
     loss: np.ndarray
-    n_opt_exponent: float
-    d_opt_exponent: float
 
     def to_dict(self) -> dict:
         def plain(v):
@@ -147,22 +141,24 @@ class FrontierPoint:
             "D_opt": plain(self.D_opt),
             "tokens_per_parameter": plain(self.tokens_per_parameter),
             "loss": plain(self.loss),
-            "n_opt_exponent": float(self.n_opt_exponent),
-            "d_opt_exponent": float(self.d_opt_exponent),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> FrontierPoint:
+        def array(v):
+            return np.asarray(math.nan if v is None else v, dtype=float)
 
-def compute_optimal(law: LawLike, C) -> FrontierPoint:
+        return cls(**{k: array(data[k]) for k in FRONTIER_FIELDS})
+
+
+def compute_optimal(law: ScalingLaw, C) -> FrontierPoint:
     """Everything about the frontier at budget(s) C, in one record."""
     C = _budget(C)
     n_opt, d_opt = optimal_allocation(law, C)
-    a, b = frontier_exponents(law)
     return FrontierPoint(
         C=C,
         N_opt=n_opt,
         D_opt=d_opt,
         tokens_per_parameter=d_opt / n_opt,
         loss=loss_at_optimum(law, C),
-        n_opt_exponent=a,
-        d_opt_exponent=b,
     )

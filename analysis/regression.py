@@ -1,8 +1,8 @@
 """The data-dependent law: fitted parameters regressed on gzip compressibility H.
 
-Pandey (2024) fits ``L = E + A/N**alpha + B/D**beta`` on several datasets,
+Pandey (2024) fits ``L = E + A/N**alpha + B/D**beta`` (Eq. 1) on several datasets,
 regresses each parameter linearly on the dataset's gzip compressibility H
-(Table 3) and assembles
+(Eq. 4, Table 3) and assembles
 
     L(N, D, H) = E(H) + A(H) / N**alpha(H) + B(H) / D**beta(H)          (Eq. 5)
 
@@ -34,16 +34,21 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.stats import linregress
 
-from gzipscale.analysis.fit import LAW_NAMES, ScalingLaw, UnderdeterminedFit
+from gzipscale.analysis.fit import UnderdeterminedFit
 from gzipscale.analysis.frontier import CHINCHILLA, compute_optimal
+from gzipscale.analysis.law import LAW_NAMES, ScalingLaw
+from gzipscale.vocabulary import FLOPS_PER_PARAM_TOKEN
 
 MIN_DATASETS = 3
 FRONTIER_FIELDS = ("N_opt", "D_opt", "tokens_per_parameter", "loss")
 
 
-def _law_values(law) -> dict[str, float]:
-    if isinstance(law, Mapping):
-        return {k: float(law[k]) for k in LAW_NAMES}
+def _as_law(law: ScalingLaw | Mapping) -> ScalingLaw:
+    return ScalingLaw.from_dict(law) if isinstance(law, Mapping) else law
+
+
+def _law_values(law: ScalingLaw | Mapping) -> dict[str, float]:
+    law = _as_law(law)
     return {k: float(getattr(law, k)) for k in LAW_NAMES}
 
 
@@ -96,15 +101,35 @@ class LinearTerm:
             "log_scale": bool(self.log_scale),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> LinearTerm:
+        """A term from :meth:`to_dict` (None, as JSON writes NaN, reads back as NaN)."""
+        numbers = {
+            k: math.nan if data[k] is None else float(data[k])
+            for k in (
+                "slope",
+                "intercept",
+                "slope_stderr",
+                "intercept_stderr",
+                "pvalue",
+                "rvalue",
+                "r_squared",
+                "mean_h",
+            )
+        }
+        return cls(
+            name=str(data["name"]), n=int(data["n"]), log_scale=bool(data["log_scale"]), **numbers
+        )
+
 
 @dataclass
 class GzipRegression:
-    """Regressions of E, A, B, alpha, beta on H (the paper's Table 3)."""
+    """Regressions of E, A, B, alpha, beta on H (Eq. 4; the paper's Table 3)."""
 
     terms: dict[str, LinearTerm]
     H: list[float]
     names: list[str]
-    laws: list[dict[str, float]]
+    laws: list[ScalingLaw]
     log_amplitudes: bool
 
     def law_at(self, H: float) -> ScalingLaw:
@@ -116,9 +141,19 @@ class GzipRegression:
             "terms": {k: t.to_dict() for k, t in self.terms.items()},
             "H": [float(h) for h in self.H],
             "names": list(self.names),
-            "laws": [{k: float(v) for k, v in law.items()} for law in self.laws],
+            "laws": [law.to_dict() for law in self.laws],
             "log_amplitudes": bool(self.log_amplitudes),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> GzipRegression:
+        return cls(
+            terms={k: LinearTerm.from_dict(t) for k, t in data["terms"].items()},
+            H=[float(h) for h in data["H"]],
+            names=list(data["names"]),
+            laws=[ScalingLaw.from_dict(law) for law in data["laws"]],
+            log_amplitudes=bool(data["log_amplitudes"]),
+        )
 
 
 def fit_gzip_regression(
@@ -133,9 +168,8 @@ def fit_gzip_regression(
     Parameters
     ----------
     laws : sequence
-        One fitted law per dataset: :class:`~analysis.fit.ScalingFit`,
-        :class:`~analysis.fit.ScalingLaw` or a mapping with keys E, A, B,
-        alpha, beta.
+        One fitted law per dataset: a :class:`~gzipscale.analysis.law.ScalingLaw`
+        (a fit's is ``fit.law``) or a mapping with keys E, A, B, alpha, beta.
     H : sequence of float
         gzip compressibility of each dataset.
     names : sequence of str, optional
@@ -155,6 +189,7 @@ def fit_gzip_regression(
         Lengths differ, or an H or parameter is not finite (or A, B <= 0 with
         ``log_amplitudes``).
     """
+    laws = [_as_law(law) for law in laws]
     values = [_law_values(law) for law in laws]
     H_arr = np.asarray(H, dtype=float)
     if H_arr.ndim != 1 or len(H_arr) != len(values):
@@ -201,7 +236,7 @@ def fit_gzip_regression(
         terms=terms,
         H=H_arr.tolist(),
         names=labels,
-        laws=values,
+        laws=laws,
         log_amplitudes=log_amplitudes,
     )
 
@@ -405,7 +440,7 @@ def predict_at_gzip(
         alpha, beta = kept["alpha"][:, None], kept["beta"][:, None]
         A, B, E = kept["A"][:, None], kept["B"][:, None], kept["E"][:, None]
         log_g = (np.log(alpha * A) - np.log(beta * B)) / (alpha + beta)
-        log_c6 = np.log(C / 6.0)[None, :]
+        log_c6 = np.log(C / FLOPS_PER_PARAM_TOKEN)[None, :]
         n_opt = np.exp(log_g + beta / (alpha + beta) * log_c6)
         d_opt = np.exp(alpha / (alpha + beta) * log_c6 - log_g)
         per_draw = {

@@ -1,9 +1,11 @@
 """A sweep's result row: the one definition shared by the orchestrator and the fits.
 
 Every trial of a sweep ends as one :class:`ResultRow`; a run directory keeps them in
-``results.csv`` (columns in :data:`RESULT_COLUMNS` order).  Rows are validated on the
-way in and out, so a bad value fails where it is written, naming the field, rather
-than later inside a fit.
+``results.csv`` (columns in :data:`RESULT_COLUMNS` order).  A row is validated once on
+the way in (building a :class:`ResultRow` from a mapping checks every field) and once on
+the way out (:func:`read_results_csv`), so a bad value fails where it is written, naming
+the field, rather than later inside a fit.  In between it travels as a ``ResultRow``:
+:func:`write_results_csv` writes those as they are.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from gzipscale.helpers import atomic_write
-from gzipscale.vocabulary import FLOPS_PER_PARAM_TOKEN
+from gzipscale.helpers import InputError, PathNotFound, atomic_write
+from gzipscale.vocabulary import FAILED, FINISHED, FLOPS_PER_PARAM_TOKEN, RunKey
 
-STATUSES = ("finished", "failed")
-# C = 6 N D (Kaplan/Chinchilla); the frontier in analysis/frontier.py assumes it, so a
-# row whose flops disagree would silently put the fit on another compute axis.
+STATUSES = (FINISHED, FAILED)
+# C = 6 N D (Kaplan et al. 2020; Hoffmann et al. 2022); the frontier in
+# analysis/frontier.py assumes it, so a row whose flops disagree would silently put the
+# fit on another compute axis.
 FLOPS_RTOL = 1e-6
 
 
-class ResultRowError(ValueError):
+class ResultRowError(InputError):
     """A result row has a missing or invalid field (``field`` names it)."""
 
     def __init__(self, field: str, message: str):
@@ -78,7 +81,7 @@ class ResultRow:
                 f"{self.flops!r} is not 6 * params * tokens = {expected!r}; leave it empty "
                 "to have it computed",
             )
-        if self.status == "finished":
+        if self.status == FINISHED:
             if not (math.isfinite(self.val_loss) and self.val_loss > 0):
                 raise ResultRowError(
                     "val_loss", f"a finished trial needs a finite loss > 0, got {self.val_loss!r}"
@@ -92,6 +95,19 @@ class ResultRow:
                 raise ResultRowError("reason", "a failed trial must say why (reason is empty)")
             if not (math.isnan(self.val_loss) or self.val_loss > 0):
                 raise ResultRowError("val_loss", f"must be NaN or > 0, got {self.val_loss!r}")
+
+    @property
+    def key(self) -> RunKey:
+        """The run this row is the result of: one row of results.csv per key."""
+        return RunKey(self.dataset, self.shape, self.tokens)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED
+
+    def replace(self, **changes) -> ResultRow:
+        """A copy with ``changes``, checked like any new row."""
+        return ResultRow(**{**asdict(self), **changes})
 
     def to_dict(self) -> dict:
         """Plain values, keys in :data:`RESULT_COLUMNS` order."""
@@ -227,7 +243,8 @@ def _cell(value) -> str:
 def write_results_csv(rows: Iterable[ResultRow | Mapping], path: str | Path) -> Path:
     """Write rows to ``path`` atomically: a reader sees the old file or the new, never half.
 
-    Dicts are validated through :meth:`ResultRow.from_dict` first.  The temporary file
+    A :class:`ResultRow` is written as it is (it was checked when it was made); a mapping
+    is checked through :meth:`ResultRow.from_dict` first.  The temporary file
     lives in the target's directory so the final ``os.replace`` is a rename on one
     filesystem.
     """
@@ -249,22 +266,22 @@ def read_results_csv(path: str | Path) -> list[ResultRow]:
     """Read and validate ``results.csv``; errors name the line and the field."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise PathNotFound(f"{path} does not exist")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{path}: missing column(s) {', '.join(missing)} "
                 f"(a results file has columns {', '.join(RESULT_COLUMNS)})"
             )
         rows = []
         for record in reader:
             if None in record:  # more cells than header columns
-                raise ValueError(f"{path}, line {reader.line_num}: more cells than columns")
+                raise InputError(f"{path}, line {reader.line_num}: more cells than columns")
             try:
                 rows.append(ResultRow.from_dict(record))
             except ResultRowError as exc:
-                raise ValueError(f"{path}, line {reader.line_num}: {exc}") from exc
+                raise InputError(f"{path}, line {reader.line_num}: {exc}") from exc
     return rows

@@ -19,13 +19,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from gzipscale.analysis.law import LAW_NAMES
 from gzipscale.vocabulary import FAILED, FINISHED, RUNNING
 
 from .sweep_state import SweepView
 
 WIDE = 110
 EVENTS_SHOWN = 6
-REFERENCE_BUDGET = 1e18
+SYMBOLS = {"E": "E", "A": "A", "B": "B", "alpha": "α", "beta": "β"}
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -93,40 +94,36 @@ def _cell(run, wide: bool) -> Text:
 
 
 def _num(value, spec: str = ".3g") -> str:
-    """A number for the display; a fit can hold None (a NaN in JSON)."""
-    return "—" if value is None else format(value, spec)
+    """A number for the display; a fit can hold NaN (None in the actor's JSON)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, spec)
 
 
-def _interval(view_intervals, key: str) -> str:
-    if not view_intervals or key not in view_intervals or view_intervals[key] is None:
-        return ""
-    bounds = view_intervals[key]
-    if not isinstance(bounds, list | tuple) or len(bounds) != 2 or None in bounds:
-        return ""
-    lo, hi = bounds
-    return f" [{lo:.3g}, {hi:.3g}]"
+def _interval(fit, key: str) -> str:
+    bounds = fit.interval(key)
+    return "" if bounds is None else f" [{bounds[0]:.3g}, {bounds[1]:.3g}]"
 
 
 def fit_text(ds, wide: bool) -> Text:
+    """A dataset's fit: the law (with intervals when wide), the frontier exponent with its
+    interval and tokens per parameter, and the bootstrap policy of those intervals."""
     if not ds.fit:
         note = ds.note or "waiting for at least 6 finished runs"
         return Text(f"fit: {note}", style="dim")
-    f, iv = ds.fit, ds.intervals
+    fit = ds.fit
     law = "  ".join(
-        f"{label}={_num(f.get(key))}{_interval(iv, key) if wide else ''}"
-        for key, label in (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "α"), ("beta", "β"))
+        f"{SYMBOLS[key]}={_num(getattr(fit.law, key))}{_interval(fit, key) if wide else ''}"
+        for key in LAW_NAMES
     )
-    frontier = ""
-    if ds.frontier:
-        a = ds.frontier.get("a")
-        tpp = ds.frontier.get("tokens_per_parameter")
-        budget = ds.frontier.get("budget", REFERENCE_BUDGET)
-        if a is not None:
-            frontier = f"a=β/(α+β)={a:.3f}{_interval(iv, 'a')}"
-        if tpp is not None:
-            frontier += f"  D/N={tpp:.3g} at C={budget or REFERENCE_BUDGET:.0e}"
-    sep = "   " if wide else "\n"
-    return Text(f"fit: {law}{sep}{frontier}".rstrip())
+    frontier = f"a=β/(α+β)={_num(fit.law.n_opt_exponent, '.3f')}{_interval(fit, 'n_opt_exponent')}"
+    if fit.frontier is not None:
+        tpp = float(fit.frontier.tokens_per_parameter)
+        frontier += f"  D/N={_num(tpp)} at C={float(fit.frontier.C):.0e}"
+    lines = [f"fit: {law}", frontier]
+    if fit.bootstrap is not None:
+        lines.append(f"intervals: {fit.bootstrap.policy.describe()}")
+    return Text("\n".join(lines))
 
 
 def grammar_panel(view: SweepView, ds, wide: bool) -> Panel:
@@ -156,42 +153,31 @@ def grammar_panel(view: SweepView, ds, wide: bool) -> Panel:
     )
 
 
-def frontier_shift(regression: dict) -> tuple[float, float, float, float] | None:
-    """a = β/(α+β) predicted at the lowest and highest H of the regression."""
-    terms = regression.get("terms", {})
-    if "alpha" not in terms or "beta" not in terms or not regression.get("H"):
+def frontier_shift(regression) -> tuple[float, float, float, float] | None:
+    """a = β/(α+β) of the law the regression predicts at its lowest and highest H."""
+    if not regression.H:
         return None
-    lo, hi = min(regression["H"]), max(regression["H"])
-
-    def at(key, h):
-        t = terms[key]
-        if t.get("intercept") is None or t.get("slope") is None:
-            return float("nan")
-        return t["intercept"] + t["slope"] * h
-
-    def a(h):
-        al, be = at("alpha", h), at("beta", h)
-        return be / (al + be) if al + be else float("nan")
-
-    return lo, a(lo), hi, a(hi)
+    lo, hi = min(regression.H), max(regression.H)
+    return lo, regression.law_at(lo).n_opt_exponent, hi, regression.law_at(hi).n_opt_exponent
 
 
 def regression_panel(view: SweepView, wide: bool) -> Panel | None:
-    reg = view.regression
+    reg = view.report.regression if view.report else None
+    note = view.report.regression_note if view.report else None
     fitted = sum(1 for d in view.datasets if d.fit)
-    if not reg:
-        if fitted >= 3 and view.regression_note:
-            return Panel(Text(view.regression_note, style="dim"), title="regression on H")
+    if reg is None:
+        if fitted >= 3 and note:
+            return Panel(Text(note, style="dim"), title="regression on H")
         return None
     lines = []
-    for key, label in (("E", "E"), ("A", "A"), ("B", "B"), ("alpha", "α"), ("beta", "β")):
-        t = reg["terms"].get(key)
-        if not t or t.get("intercept") is None or t.get("slope") is None:
+    for key in LAW_NAMES:
+        t = reg.terms.get(key)
+        if t is None or math.isnan(t.intercept) or math.isnan(t.slope):
             continue
         lines.append(
-            f"{label} = {t['intercept']:.3g} {'+' if t['slope'] >= 0 else '-'} "
-            f"{abs(t['slope']):.3g}·H   p={_num(t.get('pvalue'), '.2g')}"
-            + (f"  R²={_num(t.get('r_squared'), '.2f')}" if wide else "")
+            f"{SYMBOLS[key]} = {t.intercept:.3g} {'+' if t.slope >= 0 else '-'} "
+            f"{abs(t.slope):.3g}·H   p={_num(t.pvalue, '.2g')}"
+            + (f"  R²={_num(t.r_squared, '.2f')}" if wide else "")
         )
     shift = frontier_shift(reg)
     if shift:
@@ -205,9 +191,7 @@ def regression_panel(view: SweepView, wide: bool) -> Panel | None:
         body = "\n".join(["   ".join(terms[:3]), "   ".join(terms[3:]), *rest])
     else:
         body = "\n".join(lines)
-    return Panel(
-        Text(body), title=f"regression on H ({len(reg['H'])} grammars)", title_align="left"
-    )
+    return Panel(Text(body), title=f"regression on H ({len(reg.H)} grammars)", title_align="left")
 
 
 def events_panel(view: SweepView, width: int) -> Panel:

@@ -35,7 +35,9 @@ def _paper_plan() -> dict:
 
 def _report_command(args: argparse.Namespace) -> str:
     """This command, spelled canonically: what the report says made it."""
-    from gzipscale.analysis.commands import DEFAULT_BOOTSTRAP, DEFAULT_BUDGET, DEFAULT_SEED
+    from gzipscale.vocabulary import BOOTSTRAP_RESAMPLES as DEFAULT_BOOTSTRAP
+    from gzipscale.vocabulary import BOOTSTRAP_SEED as DEFAULT_SEED
+    from gzipscale.vocabulary import REFERENCE_BUDGET as DEFAULT_BUDGET
 
     words = ["gzipscale", "report", str(args.run_dir), "--reproduction", str(args.reproduction)]
     if args.series is not None:

@@ -24,14 +24,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gzipscale.helpers import UserError
-from gzipscale.vocabulary import ACTOR_NAMESPACE, RESULTS_FILE, SWEEP_SPEC_FILE, actor_name
+from gzipscale.vocabulary import (
+    ACTOR_NAMESPACE,
+    FAILED,
+    RESULTS_FILE,
+    SWEEP_SPEC_FILE,
+    RunKey,
+    actor_name,
+)
 
-from .callbacks import EventLog, ResultsTable, append_event, read_rows, result_row, upsert_row
+from .callbacks import (
+    AnalysisCallback,
+    EventLog,
+    ResultsTable,
+    append_event,
+    read_rows,
+    result_row,
+    upsert_row,
+)
 from .plan import PlannedRun, plan_runs, plan_summary
 from .spec import SweepSpec
 from .storage import RunStore, join, resolve_storage
-
-REPORT_BOOTSTRAP = 100
 
 
 class SweepError(UserError, ValueError):
@@ -164,8 +177,6 @@ def _tuner(
     import ray
     from ray import tune
 
-    from gzipscale.analysis.actor import AnalysisCallback
-
     from .trial import train_trial
 
     trainable = tune.with_resources(trainable_fn or train_trial, trial_resources)
@@ -239,8 +250,8 @@ def reconcile(store: RunStore, grid) -> None:
         upsert_row(store, row)
 
 
-def _run_key(run: dict) -> tuple[str, str, int]:
-    return run["dataset"], run["shape"], int(run["tokens"])
+def _run_key(run: dict) -> RunKey:
+    return RunKey.of(run)
 
 
 def runs_unknown_to_tune(configs: list[dict], grid, rows: dict) -> list[dict]:
@@ -260,11 +271,11 @@ def write_report(store: RunStore) -> tuple[str | None, str]:
 
     try:
         if store.local:
-            info = build_report(store.local_path(), bootstrap=REPORT_BOOTSTRAP)
+            info = build_report(store.local_path())
             return info["out"], ""
         with tempfile.TemporaryDirectory() as d:
             (Path(d) / RESULTS_FILE).write_text(store.read_text(RESULTS_FILE))
-            build_report(Path(d), Path(d) / "report", bootstrap=REPORT_BOOTSTRAP)
+            build_report(Path(d), Path(d) / "report")
             store.upload_dir(Path(d) / "report", "report")
         return join(store.location, "report"), ""
     except (ValueError, FileNotFoundError) as exc:
@@ -351,9 +362,9 @@ def run_sweep(
             reconcile(store, grid)
 
     rows = read_rows(store)
-    planned = {(r.dataset, r.shape, r.tokens) for r in runs}
+    planned = {RunKey.of(r) for r in runs}
     done = {k: v for k, v in rows.items() if k in planned}
-    failed = [v for v in done.values() if v["status"] == "failed"]
+    failed = [v.to_dict() for v in done.values() if v.status == FAILED]
     missing = len(planned - set(done))
     report, note = (None, "the sweep did not finish") if missing else write_report(store)
     return SweepOutcome(

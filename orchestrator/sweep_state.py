@@ -3,8 +3,10 @@
 :func:`collect` builds a :class:`SweepView` from files any process can read: the spec
 (``sweep.json``), ``results.csv``, ``events.log`` and the last result each Tune trial
 wrote (its progress). It works for a running, finished or killed sweep, with or without
-a cluster. Fits come from the live analysis actor when one is reachable, else from
-fitting results.csv here (:class:`OfflineFits`, refitted only when the table changes).
+a cluster. Fits are a :class:`~gzipscale.analysis.fitreport.FitReport`: the live
+analysis actor's when one is reachable, else one made by fitting results.csv here
+(:class:`OfflineFits`, refitted only when the table changes), with the same bootstrap
+policy either way.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gzipscale.analysis.bootstrap import DEFAULT_POLICY, BootstrapPolicy
+from gzipscale.analysis.fitreport import DatasetFit, FitReport
 from gzipscale.vocabulary import (
     EVENTS_FILE,
     FAILED,
@@ -64,10 +68,8 @@ class DatasetView:
     grammar: str
     seed: int
     gzip: float | None
-    fit: dict | None = None  # E, A, B, alpha, beta
-    intervals: dict | None = None  # key -> [lo, hi]
-    frontier: dict | None = None  # a, tokens_per_parameter, budget
-    note: str = ""
+    fit: DatasetFit | None = None  # the law, its intervals and their policy, the frontier
+    note: str = ""  # why there is no fit
 
 
 @dataclass
@@ -82,10 +84,8 @@ class SweepView:
     started: float | None  # epoch seconds of the current (or last) session
     first_started: float | None
     last_event: float | None
-    regression: dict | None = None
-    regression_note: str = ""
+    report: FitReport | None = None  # the fits, from the actor or from results.csv
     cluster: dict | None = None  # nodes, CPU/GPU total and in use
-    source: str = "files"  # "actor" when fits come from the live analysis actor
     now: float = field(default_factory=time.time)
 
     def count(self, state: str) -> int:
@@ -176,9 +176,9 @@ def read_events(run_dir: Path) -> list[str]:
 
 
 def collect(
-    run_dir: str | Path, fits: dict | None = None, cluster: dict | None = None
+    run_dir: str | Path, fits: FitReport | None = None, cluster: dict | None = None
 ) -> SweepView:
-    """The sweep in ``run_dir`` now. ``fits`` is an analysis snapshot (the actor's, or
+    """The sweep in ``run_dir`` now. ``fits`` is the fit report (the actor's, or
     :meth:`OfflineFits.snapshot`); ``cluster`` the cluster's resources, if attached."""
     from gzipscale.analysis.results import read_results_csv
 
@@ -254,7 +254,6 @@ def collect(
         run.reason = r["reason"]
 
     datasets = []
-    fit_sets = (fits or {}).get("datasets", {})
     for entry in spec.grammars:
         name = entry.dataset
         manifest = run_dir / "data" / name / "manifest.json"
@@ -262,10 +261,9 @@ def collect(
         if gzip is None and manifest.exists():
             gzip = json.loads(manifest.read_text())["gzip"]["median"]
         view = DatasetView(name, entry.grammar, entry.seed, gzip)
-        f = fit_sets.get(name)
-        if f:
-            view.fit, view.intervals = f.get("fit"), f.get("intervals")
-            view.frontier, view.note = f.get("frontier"), f.get("reason") or ""
+        if fits is not None:
+            view.fit = fits.datasets.get(name)
+            view.note = fits.skipped.get(name, "")
         datasets.append(view)
 
     return SweepView(
@@ -279,10 +277,8 @@ def collect(
         started=started,
         first_started=first_started,
         last_event=last_event,
-        regression=(fits or {}).get("regression"),
-        regression_note=(fits or {}).get("regression_note", ""),
+        report=fits,
         cluster=cluster,
-        source=(fits or {}).get("source", "files"),
     )
 
 
@@ -290,15 +286,15 @@ class OfflineFits:
     """Fits of a run directory's results.csv without a cluster, refitted in a background
     thread whenever the table changes (a fit with intervals takes seconds)."""
 
-    def __init__(self, run_dir: str | Path, bootstrap: int = 20):
+    def __init__(self, run_dir: str | Path, policy: BootstrapPolicy = DEFAULT_POLICY):
         self.path = Path(run_dir) / RESULTS_FILE
-        self.bootstrap = bootstrap
-        self._snapshot: dict = {"datasets": {}, "regression": None, "source": "files"}
+        self.policy = policy
+        self._snapshot: FitReport | None = None
         self._seen = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> FitReport | None:
         stamp = self.path.stat().st_mtime_ns if self.path.exists() else None
         if stamp != self._seen and (self._thread is None or not self._thread.is_alive()):
             self._seen = stamp
@@ -307,7 +303,7 @@ class OfflineFits:
         with self._lock:
             return self._snapshot
 
-    def wait(self, timeout: float = 120.0) -> dict:
+    def wait(self, timeout: float = 300.0) -> FitReport | None:
         """Block until the current refit is done (tests, one-shot output)."""
         self.snapshot()
         if self._thread is not None:
@@ -315,28 +311,16 @@ class OfflineFits:
         return self._snapshot
 
     def _refit(self) -> None:
-        snap = offline_fits(self.path.parent, self.bootstrap)
+        report = offline_fits(self.path.parent, self.policy)
         with self._lock:
-            self._snapshot = snap
+            self._snapshot = report
 
 
-def offline_fits(run_dir: Path, bootstrap: int) -> dict:
-    from gzipscale.analysis.commands import DEFAULT_BUDGET, fit_report
+def offline_fits(run_dir: Path, policy: BootstrapPolicy = DEFAULT_POLICY) -> FitReport:
+    """The fit report of ``run_dir``'s results.csv (an empty one saying why, if none)."""
+    from gzipscale.analysis.commands import fit_report
 
-    out: dict = {"datasets": {}, "regression": None, "source": "files"}
     try:
-        result = fit_report(run_dir, bootstrap=bootstrap, seed=0, budget=DEFAULT_BUDGET)
+        return fit_report(run_dir, policy=policy)
     except (FileNotFoundError, ValueError) as exc:
-        out["regression_note"] = str(exc)
-        return out
-    for name, d in result["datasets"].items():
-        out["datasets"][name] = {
-            "fit": {k: d[k] for k in ("E", "A", "B", "alpha", "beta")},
-            "intervals": d.get("ci"),
-            "frontier": d.get("frontier"),
-        }
-    for name, reason in result["skipped"].items():
-        out["datasets"][name] = {"reason": reason}
-    out["regression"] = result["regression"]
-    out["regression_note"] = result.get("regression_note") or ""
-    return out
+        return FitReport({}, {}, None, str(exc), policy=policy, source=str(run_dir))

@@ -79,7 +79,8 @@ class FitSource:
         except Exception:
             pass  # the final frame then shows the fits as they are
 
-    def snapshot(self) -> dict:
+    def snapshot(self):
+        """The fit report (:class:`~gzipscale.analysis.fitreport.FitReport`) now, or None."""
         if self._actor is None and time.monotonic() - self._tried > 2.0:
             self.attach()
         if self._actor is not None:
@@ -90,26 +91,12 @@ class FitSource:
             except Exception:
                 self._actor = None
             else:
-                return _actor_fits(snap)
+                from gzipscale.analysis.fitreport import FitReport
+
+                return FitReport.from_dict(snap["report"])
         if self.offline is None:
-            return {"datasets": {}, "regression": None, "source": "actor"}
+            return None
         return self.offline.snapshot()
-
-
-def _actor_fits(snap: dict) -> dict:
-    out = {"datasets": {}, "source": "actor"}
-    for name, d in (snap.get("datasets") or {}).items():
-        if d.get("status") == "fitted":
-            out["datasets"][name] = {
-                "fit": d.get("fit"),
-                "intervals": d.get("intervals"),
-                "frontier": d.get("frontier"),
-            }
-        else:
-            out["datasets"][name] = {"reason": d.get("reason") or d.get("status", "")}
-    out["regression"] = snap.get("regression")
-    out["regression_note"] = snap.get("regression_note") or ""
-    return out
 
 
 class LiveDisplay:

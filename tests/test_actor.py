@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 import ray
 import ray.cloudpickle
+from builders import law_at, result_row
 from ray import tune
 
-from gzipscale.analysis.actor import AnalysisCallback, get_or_create_analysis_actor
-from gzipscale.analysis.fit import ScalingLaw
+from gzipscale.analysis.actor import get_or_create_analysis_actor
+from gzipscale.analysis.fitreport import FitReport
+from gzipscale.analysis.law import ScalingLaw
+from gzipscale.analysis.results import ResultRow
+from gzipscale.orchestrator.callbacks import AnalysisCallback
 
 NAMESPACE = "gzipscale-test-analysis"  # not the driver's namespace: lookups must name it
 N_GRID = (1e6, 3e6, 1e7, 3e7)
@@ -26,27 +30,20 @@ TUNE_LAW = ScalingLaw(E=1.5, A=300.0, B=600.0, alpha=0.35, beta=0.3)
 FAIL_AT = (1e7, 1e9)  # the one Tune trial that raises
 
 
-def law_at(h: float) -> ScalingLaw:
-    # Every parameter a line in H, so the regression has something to find.
-    return ScalingLaw(
-        E=0.5 + h, A=40.0 + 40.0 * h, B=150.0, alpha=0.25 + 0.2 * h, beta=0.4 - 0.1 * h
+def row(
+    dataset: str, h: float, n: float, d: float, loss: float, trial_id: str, step: int
+) -> ResultRow:
+    """A reported result as the sweep's callback sends it: a validated ResultRow."""
+    return result_row(
+        dataset=dataset,
+        gzip=h,
+        params=int(n),
+        non_embedding_params=int(n // 2),
+        tokens=int(d),
+        val_loss=loss,
+        trial_id=trial_id,
+        step=step,
     )
-
-
-def row(dataset: str, h: float, n: float, d: float, loss: float, trial_id: str, step: int) -> dict:
-    return {
-        "dataset": dataset,
-        "grammar": "20,300,5,10",
-        "seed": 0,
-        "gzip": h,
-        "shape": "tiny",
-        "params": int(n),
-        "non_embedding_params": int(n // 2),
-        "tokens": int(d),
-        "val_loss": loss,
-        "trial_id": trial_id,
-        "step": step,
-    }
 
 
 @pytest.fixture
@@ -81,9 +78,14 @@ def test_rows_dedupe_failed_runs_and_fits(actor):
     ray.get(sends)  # the actor may run calls out of order: the replay must come after
     # A replayed result (a retry after the last checkpoint) replaces, never duplicates.
     sends = [handle.add_result.remote(row("low", 0.3, 1e6, 1e8, 9.0, "low-0", 1))]
-    failed = {**row("low", 0.3, 1e6, 1e8, math.nan, "low-oom", 1), "status": "failed"}
-    sends.append(handle.add_result.remote(row("low", 0.3, 1e6, 1e8, 7.0, "low-oom", 1)))
-    sends.append(handle.run_finished.remote("low-oom", {**failed, "reason": "CUDA out of memory"}))
+    # A plain mapping is validated by the actor itself (here without status or reason).
+    plain = row("low", 0.3, 1e6, 1e8, 7.0, "low-oom", 1).to_dict()
+    del plain["status"], plain["reason"]
+    sends.append(handle.add_result.remote(plain))
+    failed = row("low", 0.3, 1e6, 1e8, 7.0, "low-oom", 1).replace(
+        status="failed", reason="CUDA out of memory", val_loss=math.nan
+    )
+    sends.append(handle.run_finished.remote("low-oom", failed))
     ray.get(sends)
     assert ray.get(handle.wait_for_idle.remote(60))
 
@@ -100,24 +102,21 @@ def test_rows_dedupe_failed_runs_and_fits(actor):
     assert oom[0]["status"] == "failed" and oom[0]["reason"] == "CUDA out of memory"
     assert oom[0]["val_loss"] is None  # NaN, as strict JSON allows
 
+    report = FitReport.from_dict(snap["report"])
+    assert report.policy.describe() == "95% interval, 10 bootstrap resamples, seed 0"
     for dataset, h in H_VALUES.items():
-        entry, truth = snap["datasets"][dataset], law_at(h)
-        assert entry["status"] == "fitted" and entry["n_points"] == 16  # the OOM run left out
-        assert entry["fit"]["alpha"] == pytest.approx(truth.alpha, abs=0.02)
-        assert entry["fit"]["beta"] == pytest.approx(truth.beta, abs=0.02)
-        a = entry["frontier"]["a"]
-        assert a == pytest.approx(
-            entry["fit"]["beta"] / (entry["fit"]["alpha"] + entry["fit"]["beta"])
-        )
-        assert (
-            entry["intervals"]["alpha"][0]
-            <= entry["fit"]["alpha"]
-            <= entry["intervals"]["alpha"][1]
-        )
-        assert entry["frontier"]["tokens_per_parameter"] > 0 and entry["fit_version"] >= 1
+        state, fit, truth = snap["datasets"][dataset], report.datasets[dataset], law_at(h)
+        assert state["status"] == "fitted" and state["fit_version"] >= 1
+        assert fit.n_points == 16  # the OOM run left out
+        assert fit.excluded == {"failed": 1} if dataset == "low" else fit.excluded == {}
+        assert fit.law.alpha == pytest.approx(truth.alpha, abs=0.02)
+        assert fit.law.beta == pytest.approx(truth.beta, abs=0.02)
+        assert fit.interval("alpha")[0] <= fit.law.alpha <= fit.interval("alpha")[1]
+        assert fit.bootstrap.policy == report.policy  # said beside the intervals
+        assert float(fit.frontier.tokens_per_parameter) > 0
     assert snap["datasets"]["low"]["runs"]["failed"] == 1
-    assert snap["regression"]["names"] == sorted(H_VALUES)
-    assert snap["regression"]["terms"]["alpha"]["slope"] == pytest.approx(0.2, abs=0.05)
+    assert report.regression.names == sorted(H_VALUES)
+    assert report.regression.terms["alpha"].slope == pytest.approx(0.2, abs=0.05)
 
     # Another driver finds the same actor by name in the namespace.
     assert ray.get(ray.get_actor(name, namespace=NAMESPACE).snapshot.remote()) == snap
@@ -131,26 +130,28 @@ def test_a_burst_of_completions_coalesces(actor):
     rows = [
         row("burst", 0.45, n, d, float(law.loss(n, d)), f"b{i}", 3) for i, (n, d) in enumerate(runs)
     ]
-    ray.get([handle.run_finished.remote(r["trial_id"], r) for r in rows])
+    ray.get([handle.run_finished.remote(r.trial_id, r) for r in rows])
     assert ray.get(handle.wait_for_idle.remote(60))
     first = ray.get(handle.stats.remote())["refits"]["burst"]
     assert first <= 3
-    assert ray.get(handle.snapshot.remote())["datasets"]["burst"]["n_points"] == 12
+    report = ray.get(handle.snapshot.remote())["report"]
+    assert report["datasets"]["burst"]["n_points"] == 12
 
     # Completions that land during a refit cause exactly one more, with every run.
     extra = [
         row("burst", 0.45, n, 1e10, float(law.loss(n, 1e10)), f"x{n:g}", 3) for n in N_GRID[:3]
     ]
-    ray.get(handle.run_finished.remote(extra[0]["trial_id"], extra[0]))
+    ray.get(handle.run_finished.remote(extra[0].trial_id, extra[0]))
     deadline = time.monotonic() + 30
     while ray.get(handle.stats.remote())["in_flight"] != "burst":
         assert time.monotonic() < deadline, "the refit never started"
         time.sleep(0.01)
-    ray.get([handle.run_finished.remote(r["trial_id"], r) for r in extra[1:]])
+    ray.get([handle.run_finished.remote(r.trial_id, r) for r in extra[1:]])
     assert ray.get(handle.wait_for_idle.remote(60))
     assert ray.get(handle.stats.remote())["refits"]["burst"] == first + 2
-    entry = ray.get(handle.snapshot.remote())["datasets"]["burst"]
-    assert entry["n_points"] == 15 and entry["fit_version"] == first + 2
+    snap = ray.get(handle.snapshot.remote())
+    assert snap["report"]["datasets"]["burst"]["n_points"] == 15
+    assert snap["datasets"]["burst"]["fit_version"] == first + 2
 
 
 def law_trainable(config: dict) -> None:
@@ -196,14 +197,15 @@ def test_tune_sweep_feeds_the_actor(actor, by_value, tmp_path):
         r["step"] == 2 and r["shape"] == "unknown" for r in finals if r["status"] == "finished"
     )
 
-    entry = snap["datasets"]["tune-law"]
-    assert entry["status"] == "fitted" and entry["n_points"] == 8
-    assert entry["fit"]["alpha"] == pytest.approx(TUNE_LAW.alpha, abs=0.02)
-    assert entry["fit"]["beta"] == pytest.approx(TUNE_LAW.beta, abs=0.02)
-    assert snap["regression"] is None and "needs 3" in snap["regression_note"]
+    report = FitReport.from_dict(snap["report"])
+    fit = report.datasets["tune-law"]
+    assert snap["datasets"]["tune-law"]["status"] == "fitted" and fit.n_points == 8
+    assert fit.law.alpha == pytest.approx(TUNE_LAW.alpha, abs=0.02)
+    assert fit.law.beta == pytest.approx(TUNE_LAW.beta, abs=0.02)
+    assert report.regression is None and "needs at least 3" in report.regression_note
 
     # Tune pickled the callback into tuner.pkl: names only, never a handle.
     for blob in (pickle.dumps(callback), (tmp_path / "analysis-actor" / "tuner.pkl").read_bytes()):
         assert b"ActorHandle" not in blob
     assert vars(pickle.loads(pickle.dumps(callback)))["actor_name"] == name
-    assert np.isfinite(entry["frontier"]["tokens_per_parameter"])
+    assert np.isfinite(fit.frontier.tokens_per_parameter)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -11,9 +10,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from builders import failed_row, grid_points, law_at, result_row
 
-from gzipscale.analysis.commands import register, render_fit
-from gzipscale.analysis.fit import ScalingLaw
+from gzipscale.analysis.commands import render_fit
+from gzipscale.analysis.fitreport import FitReport
 from gzipscale.analysis.results import (
     RESULT_COLUMNS,
     ResultRow,
@@ -22,6 +22,8 @@ from gzipscale.analysis.results import (
     write_results_csv,
 )
 from gzipscale.analysis.table import load_points
+from gzipscale.cli import _implementation, build_parser
+from gzipscale.helpers import UserError
 
 # Every parameter a line in H, so the regression has something to recover.
 H_VALUES = {"low": 0.3, "mid": 0.45, "high": 0.7}
@@ -30,16 +32,8 @@ D_GRID = np.geomspace(1e7, 1e10, 6)
 NOISE = 0.01
 
 
-def law_at(h: float) -> ScalingLaw:
-    return ScalingLaw(
-        E=0.5 + h, A=40.0 + 40.0 * h, B=150.0, alpha=0.25 + 0.2 * h, beta=0.4 - 0.1 * h
-    )
-
-
 def synthetic_rows(name: str, h: float, seed: int) -> list[dict]:
-    N, D = (g.ravel() for g in np.meshgrid(N_GRID, D_GRID))
-    rng = np.random.default_rng(seed)
-    loss = law_at(h).loss(N, D) * np.exp(rng.normal(0.0, NOISE, N.size))
+    N, D, loss = grid_points(law_at(h), N_GRID, D_GRID, NOISE, seed)
     return [
         {"dataset": name, "gzip": h, "params": n, "tokens": d, "loss": loss_i, "status": "finished"}
         for n, d, loss_i in zip(N, D, loss, strict=True)
@@ -47,12 +41,10 @@ def synthetic_rows(name: str, h: float, seed: int) -> list[dict]:
 
 
 def parse(argv: list[str]):
-    """The command's function bound to its parsed arguments, as the CLI would call it."""
-    parser = argparse.ArgumentParser(prog="gzipscale")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return lambda: args.func(args)
+    """The command's function bound to its parsed arguments, as the CLI would call it
+    (user errors raise here instead of becoming exit status 2)."""
+    args = build_parser().parse_args(argv)
+    return lambda: _implementation(args.implementation)(args)
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:
@@ -108,25 +100,49 @@ def fit_json(table):
 
 
 def test_fit_json_shape_and_recovers_exponents(fit_json):
-    assert set(fit_json) == {"datasets", "skipped", "regression"}
+    assert set(fit_json) == {
+        "source",
+        "bootstrap",
+        "budget",
+        "datasets",
+        "skipped",
+        "regression",
+        "regression_note",
+    }
+    assert fit_json["bootstrap"] == {"resamples": 20, "seed": 3, "level": 0.95}
     assert list(fit_json["datasets"]) == list(H_VALUES)
     for name, h in H_VALUES.items():
         d = fit_json["datasets"][name]
-        for key in ("E", "A", "B", "alpha", "beta", "ci", "n_points", "frontier", "gzip"):
+        for key in ("law", "intervals", "bootstrap", "n_points", "frontier", "gzip"):
             assert key in d
-        truth = law_at(h)
-        assert d["alpha"] == pytest.approx(truth.alpha, abs=0.06)
-        assert d["beta"] == pytest.approx(truth.beta, abs=0.06)
+        law, truth = d["law"], law_at(h)
+        assert law["alpha"] == pytest.approx(truth.alpha, abs=0.06)
+        assert law["beta"] == pytest.approx(truth.beta, abs=0.06)
         assert d["gzip"] == pytest.approx(h)
-        assert set(d["ci"]) == {"E", "A", "B", "alpha", "beta", "a", "b"}
-        for lo, hi in d["ci"].values():
+        # One key per concept: the law's and its intervals' keys are the same.
+        assert (
+            set(d["intervals"])
+            == set(law)
+            == {
+                "E",
+                "A",
+                "B",
+                "alpha",
+                "beta",
+                "n_opt_exponent",
+                "d_opt_exponent",
+            }
+        )
+        for lo, hi in d["intervals"].values():
             assert lo <= hi
+        assert d["bootstrap"]["resamples"] == 20 and d["bootstrap"]["seed"] == 3
+        assert law["n_opt_exponent"] + law["d_opt_exponent"] == pytest.approx(1.0)
+        assert law["n_opt_exponent"] == pytest.approx(law["beta"] / (law["alpha"] + law["beta"]))
         f = d["frontier"]
-        assert f["a"] + f["b"] == pytest.approx(1.0)
-        assert f["a"] == pytest.approx(d["beta"] / (d["alpha"] + d["beta"]))
+        assert f["C"] == 1e18
         assert 6 * f["N_opt"] * f["D_opt"] == pytest.approx(1e18, rel=1e-9)
         assert f["tokens_per_parameter"] == pytest.approx(f["D_opt"] / f["N_opt"])
-        assert "chinchilla_crossing" in f
+        assert d["chinchilla_crossing"] > 0
 
 
 def test_fit_regression_on_gzip(fit_json):
@@ -165,8 +181,9 @@ def test_fit_bootstrap_zero_on_parquet(tmp_path, capsys):
     assert code == 0
     assert list(report["datasets"]) == ["all"]
     d = report["datasets"]["all"]
-    assert d["ci"] is None and d["gzip"] is None and d["n_points"] == 36
-    assert d["alpha"] == pytest.approx(law_at(0.45).alpha, abs=0.06)
+    assert d["intervals"] is None and d["bootstrap"] is None
+    assert d["gzip"] is None and d["n_points"] == 36
+    assert d["law"]["alpha"] == pytest.approx(law_at(0.45).alpha, abs=0.06)
     assert report["regression"] is None and report["skipped"] == {}
 
 
@@ -174,10 +191,11 @@ def test_fit_report_renders_as_tables(fit_json):
     from rich.console import Console
 
     console = Console(record=True, width=140)
-    render_fit({**fit_json, "regression_note": None}, console)
+    render_fit(FitReport.from_dict(fit_json), console)
     text = console.export_text()
     for name in H_VALUES:
         assert name in text
+    assert "95% interval, 20 bootstrap resamples, seed 3" in text  # beside the intervals
     assert "parameters regressed on gzip H" in text
     assert "p-value" in text and "skipped" in text and "tiny" in text
 
@@ -197,7 +215,7 @@ def test_fit_is_reproducible(table, fit_json, capsys):
 def test_missing_loss_column_is_named(tmp_path):
     path = tmp_path / "t.csv"
     pd.DataFrame({"params": [1e6], "tokens": [1e8], "lost": [3.0]}).to_csv(path, index=False)
-    with pytest.raises(ValueError, match=r"missing column\(s\) loss"):
+    with pytest.raises(UserError, match=r"missing column\(s\) loss"):
         parse(["fit", str(path), "--json"])()
 
 
@@ -221,7 +239,9 @@ def test_non_numeric_and_nan_values_are_named(tmp_path):
 
 
 def test_unknown_suffix_and_missing_path(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError):  # a UserError too: the CLI prints one line
+        load_points(tmp_path / "nope.csv")
+    with pytest.raises(UserError):
         load_points(tmp_path / "nope.csv")
     (tmp_path / "t.json").write_text("{}")
     with pytest.raises(ValueError, match=r"\.csv, \.parquet"):
@@ -236,32 +256,11 @@ def test_unknown_suffix_and_missing_path(tmp_path):
 # -- results.csv -----------------------------------------------------------------------
 
 
-def result_row(**changes) -> ResultRow:
-    row = {
-        "dataset": "20,300,5,10-s0",
-        "grammar": "20,300,5,10",
-        "seed": 0,
-        "gzip": 0.41,
-        "shape": "tiny",
-        "params": 1_200_000,
-        "non_embedding_params": 1_000_000,
-        "tokens": 50_000_000,
-        "val_loss": 2.5,
-        "status": "finished",
-        "wall_s": 12.5,
-        "tokens_per_s": 4e6,
-        "trial_id": "t-001",
-        "step": 190,
-    }
-    row.update(changes)
-    return ResultRow(**row)
-
-
 def test_result_row_round_trip_and_atomic_write(tmp_path):
     rows = [
         result_row(),
         result_row(params=2_400_000, val_loss=2.25, trial_id="t-002"),
-        result_row(status="failed", reason="CUDA out of memory", val_loss=float("nan")),
+        failed_row("CUDA out of memory"),
     ]
     assert rows[0].flops == 6 * 1_200_000 * 50_000_000
     assert list(rows[0].to_dict()) == RESULT_COLUMNS
@@ -313,13 +312,15 @@ def test_run_directory_reads_through_result_rows(tmp_path):
         for p in (1e6, 1e7)
         for t in (1e8, 1e9)
     ]
-    rows.append(result_row(status="failed", reason="diverged", val_loss=float("nan")))
+    rows.append(failed_row("diverged"))
     write_results_csv(rows, tmp_path / "results.csv")
     points = load_points(tmp_path)
     assert len(points) == 4
-    assert set(points["dataset"]) == {"20,300,5,10-s0"}
-    assert points["gzip"].tolist() == [0.41] * 4
-    assert points.attrs["excluded"] == {"20,300,5,10-s0": {"failed": 1}}
+    assert points.names == ["20,300,5,10-s0"]
+    assert points.frame["gzip"].tolist() == [0.41] * 4
+    assert points.excluded == {"20,300,5,10-s0": {"failed": 1}}
+    assert points.grammars == {"20,300,5,10-s0": "20,300,5,10"}
+    assert points.rows == read_results_csv(tmp_path / "results.csv")  # read once, kept
     (tmp_path / "results.csv").write_text(
         ",".join(RESULT_COLUMNS) + "\n" + ",".join(["x"] * len(RESULT_COLUMNS)) + "\n"
     )
@@ -343,10 +344,11 @@ def test_predict_from_uniform_tokens(table, tmp_path, capsys):
     H = report["corpus"]["H"]
     assert H == pytest.approx(0.5, abs=0.05)
     law = report["law"]
-    assert set(law) == {"E", "A", "B", "alpha", "beta"}
+    assert set(law) == {"E", "A", "B", "alpha", "beta", "n_opt_exponent", "d_opt_exponent"}
     truth = law_at(H)
     assert law["alpha"] == pytest.approx(truth.alpha, abs=0.06)
-    for key in ("E", "alpha", "beta", "a", "b"):
+    assert report["interval"] == "95% interval, 2000 draws of the regression coefficients, seed 0"
+    for key in ("E", "alpha", "beta", "n_opt_exponent", "d_opt_exponent"):
         lo, hi = report["intervals"][key]
         assert lo <= hi
     f = report["frontier"]
@@ -365,3 +367,14 @@ def test_predict_needs_three_datasets_with_gzip(tmp_path):
     command = parse(["predict", str(corpus), "--budget", "1e20", "--from", str(path)])
     with pytest.raises(ValueError, match="at least 3 fitted datasets with a gzip"):
         command()
+
+
+def test_fit_report_round_trips_through_json(fit_json):
+    """The one fit-report object: what the actor sends and the display reads back."""
+    from gzipscale.helpers import json_safe
+
+    report = FitReport.from_dict(fit_json)
+    assert json.loads(json.dumps(json_safe(report.to_dict()))) == fit_json
+    low = report.datasets["low"]
+    assert low.interval("alpha")[0] <= low.law.alpha <= low.interval("alpha")[1]
+    assert low.bootstrap.policy.describe() == "95% interval, 20 bootstrap resamples, seed 3"

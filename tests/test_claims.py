@@ -5,13 +5,17 @@ Each rule must be able to say all three things: holds, does not hold, cannot dec
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from gzipscale.analysis.bootstrap import BootstrapPolicy
 from gzipscale.analysis.claims import (
     FAILS,
     HOLDS,
     UNDECIDED,
+    A,
     Dataset,
     check_claim_1,
     check_claim_2,
@@ -21,6 +25,7 @@ from gzipscale.analysis.claims import (
     compute_to_reach,
     trend,
 )
+from gzipscale.analysis.law import ScalingLaw
 
 N_GRID = np.repeat([1e4, 3e4, 1e5], 3)
 D_GRID = np.tile([1e4, 1e5, 1e6], 3)
@@ -34,12 +39,12 @@ def make(grammar: str, H: float, a: float, *, spread: float = 0.01, seed: int = 
     values = {"E": 1.0, "A": 100.0, "B": 100.0, "alpha": alpha, "beta": beta, **law}
     samples = {k: v + spread * rng.standard_normal(200) for k, v in values.items()}
     samples["n_opt_exponent"] = samples["beta"] / (samples["alpha"] + samples["beta"])
-    ci = {
-        ("a" if k == "n_opt_exponent" else k): list(np.percentile(s, [2.5, 97.5]))
-        for k, s in samples.items()
-    }
-    L = values["E"] + values["A"] / N_GRID ** values["alpha"] + values["B"] / D_GRID**beta
-    return Dataset(grammar, grammar, H, values, samples, ci, N_GRID, D_GRID, L)
+    intervals = {k: tuple(np.percentile(s, [2.5, 97.5])) for k, s in samples.items()}
+    law = ScalingLaw(**values)
+    L = law.loss(N_GRID, D_GRID)
+    return Dataset(
+        grammar, grammar, H, law, samples, intervals, N_GRID, D_GRID, L, BootstrapPolicy(200, 0)
+    )
 
 
 def series(a_of_h, spread=0.01, hs=(0.12, 0.24, 0.36, 0.48)):
@@ -77,11 +82,14 @@ def test_claim_1_cannot_decide_with_wide_intervals():
 
 def test_trend_needs_both_the_p_value_and_the_bootstrap():
     data = series(lambda h: 0.5 - 0.5 * h, spread=0.5)
-    t = trend(data, "a")
+    t = trend(data, A)
     assert t.pvalue < 0.05  # the points lie on a line...
     assert t.slope_interval[0] < 0 < t.slope_interval[1]  # ...but the fits are too loose
     assert not t.significant
-    assert trend(data[:2], "a") is None  # two grammars are no trend
+    assert trend(data[:2], A) is None  # two grammars are no trend
+    # Every interval quoted names the bootstrap policy behind it.
+    assert "(200 bootstrap resamples, seed 0)" in t.describe("a")
+    assert "(200 bootstrap resamples, seed 0)" in t.short()
 
 
 def test_claim_2_parts_and_the_alpha_beta_crossing():
@@ -135,7 +143,7 @@ def test_claim_4_three_ways():
 
 
 def _with_losses(d: Dataset, L: np.ndarray) -> Dataset:
-    return Dataset(d.name, d.grammar, d.H, d.law, d.samples, d.ci, d.N, d.D, L)
+    return dataclasses.replace(d, L=L)
 
 
 def test_claim_5_is_model_free():
@@ -155,7 +163,7 @@ def test_claim_5_is_model_free():
 @pytest.mark.parametrize("check", [check_claim_1, check_claim_2, check_claim_3, check_claim_5])
 def test_checks_without_bootstrap_samples_still_answer(check):
     data = [
-        Dataset(d.name, d.grammar, d.H, d.law, None, None, d.N, d.D, d.L)
+        dataclasses.replace(d, samples=None, intervals=None, policy=None)
         for d in series(lambda h: 0.9 - 1.2 * h)
     ]
     assert check(data).verdict in (HOLDS, FAILS, UNDECIDED)

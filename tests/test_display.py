@@ -13,8 +13,13 @@ import time
 import pytest
 from rich.console import Console
 
+from gzipscale.analysis.bootstrap import DEFAULT_POLICY
+from gzipscale.analysis.fitreport import BootstrapSummary, DatasetFit, FitReport
+from gzipscale.analysis.frontier import compute_optimal
+from gzipscale.analysis.law import ScalingLaw
 from gzipscale.analysis.results import write_results_csv
 from gzipscale.cli import main
+from gzipscale.helpers import json_safe
 from gzipscale.orchestrator.display import PlainReporter, header_line, render
 from gzipscale.orchestrator.plan import plan_runs
 from gzipscale.orchestrator.spec import SweepSpec
@@ -32,24 +37,63 @@ SPEC = {
     "eval_tokens": 8192,
 }
 H = {"pcfg-3-300-2-2-s0": 0.137, "pcfg-10-300-3-5-s0": 0.243, "pcfg-20-300-5-10-s0": 0.362}
+
+
+def _term(name: str, slope: float) -> dict:
+    return {
+        "name": name,
+        "slope": slope,
+        "intercept": 1.0,
+        "slope_stderr": 0.1,
+        "intercept_stderr": 0.1,
+        "pvalue": 0.04,
+        "rvalue": 0.95,
+        "r_squared": 0.9,
+        "n": 3,
+        "mean_h": 0.25,
+        "log_scale": False,
+    }
+
+
+def _fit(name: str, h: float) -> dict:
+    law = ScalingLaw(E=0.5 + h, A=12.0, B=300.0, alpha=0.3, beta=0.3)  # a = 0.5
+    return DatasetFit(
+        name=name,
+        law=law,
+        gzip=h,
+        n_points=3,
+        objective=1e-4,
+        converged=True,
+        frontier=compute_optimal(law, 1e18),
+        chinchilla_crossing=None,
+        intervals={"alpha": (0.2, 0.4), "n_opt_exponent": (0.4, 0.6)},
+        bootstrap=BootstrapSummary(DEFAULT_POLICY),
+    ).to_dict()
+
+
+# A recorded fit report, as the analysis actor's snapshot carries it (FitReport.to_dict).
 FITS = {
-    "source": "actor",
-    "datasets": {
-        name: {
-            "fit": {"E": 0.5 + h, "A": 12.0, "B": 300.0, "alpha": 0.3, "beta": 0.35 - h / 4},
-            "intervals": {"alpha": [0.2, 0.4], "a": [0.4, 0.6]},
-            "frontier": {"a": 0.5, "tokens_per_parameter": 21.5, "budget": 1e18},
-        }
-        for name, h in H.items()
-    },
+    "source": "analysis actor",
+    "bootstrap": DEFAULT_POLICY.to_dict(),
+    "budget": 1e18,
+    "datasets": {name: _fit(name, h) for name, h in H.items()},
+    "skipped": {},
     "regression": {
         "H": list(H.values()),
+        "names": list(H),
+        "laws": [_fit(name, h)["law"] for name, h in H.items()],
+        "log_amplitudes": False,
         "terms": {
-            k: {"intercept": 1.0, "slope": s, "pvalue": 0.04, "r_squared": 0.9}
+            k: _term(k, s)
             for k, s in (("E", 1.0), ("A", 2.0), ("B", 3.0), ("alpha", 0.1), ("beta", -0.25))
         },
     },
+    "regression_note": None,
 }
+
+
+def report(fits: dict = FITS) -> FitReport:
+    return FitReport.from_dict(json.loads(json.dumps(json_safe(fits))))
 
 
 def stamp(offset: float) -> str:
@@ -110,7 +154,7 @@ def draw(view, width: int) -> str:
 
 
 def test_state_from_the_run_directory(recorded):
-    view = collect(recorded, fits=FITS)
+    view = collect(recorded, fits=report())
     assert (view.count("finished"), view.count("failed"), view.count("running")) == (9, 1, 1)
     assert len(view.runs) == 18
     running = next(r for r in view.runs if r.state == "running")
@@ -125,7 +169,7 @@ def test_render_at_every_width(recorded, width):
     text = draw(
         collect(
             recorded,
-            fits=FITS,
+            fits=report(),
             cluster={"nodes": 1, "cpu": 2, "cpu_used": 1, "gpu": 0, "gpu_used": 0},
         ),
         width,
@@ -137,6 +181,8 @@ def test_render_at_every_width(recorded, width):
     assert "pcfg-3-300-2-2-s0 (3,300,2,2) H=0.137" in text
     assert "failed" in text and "↻▶50%" in text
     assert "a=β/(α+β)=0.500" in text
+    # The bootstrap policy is shown beside the intervals, at every width.
+    assert "intervals: 95% interval, 200 bootstrap resamples, seed 0" in text
     assert "regression on H (3 grammars)" in text
     assert "frontier exponent a = β/(α+β)" in text
     assert "retrying" in text  # the event log
@@ -147,8 +193,9 @@ def test_render_at_every_width(recorded, width):
 
 
 def test_no_regression_panel_before_three_fits(recorded):
-    fits = {"datasets": {"pcfg-3-300-2-2-s0": FITS["datasets"]["pcfg-3-300-2-2-s0"]}}
-    text = draw(collect(recorded, fits=fits), 120)
+    one = {"pcfg-3-300-2-2-s0": FITS["datasets"]["pcfg-3-300-2-2-s0"]}
+    fits = {**FITS, "datasets": one, "regression": None, "regression_note": "needs 3"}
+    text = draw(collect(recorded, fits=report(fits)), 120)
     assert "regression on H" not in text
     assert "waiting for at least 6 finished runs" in text
 
@@ -156,7 +203,7 @@ def test_no_regression_panel_before_three_fits(recorded):
 def test_plain_mode_prints_each_event_once_and_summaries(recorded):
     lines = []
     reporter = PlainReporter(every_s=3600, write=lines.append)
-    view = collect(recorded, fits=FITS)
+    view = collect(recorded, fits=report())
     reporter.update(view)
     reporter.update(view)
     events = [line for line in lines if " started " in line or " finished " in line]
@@ -181,11 +228,12 @@ def test_watch_refuses_a_directory_that_is_not_a_sweep(tmp_path, capsys):
 
 def test_fits_with_missing_values_still_render(recorded):
     """The actor's JSON turns NaN into None: the display shows a dash, it does not crash."""
-    fits = json.loads(json.dumps(FITS))
-    fits["datasets"]["pcfg-3-300-2-2-s0"]["fit"]["E"] = None
+    fits = json.loads(json.dumps(json_safe(FITS)))
+    fits["datasets"]["pcfg-3-300-2-2-s0"]["law"]["E"] = None
     fits["datasets"]["pcfg-3-300-2-2-s0"]["intervals"]["alpha"] = [None, 0.4]
     fits["regression"]["terms"]["beta"]["pvalue"] = None
     fits["regression"]["terms"]["alpha"]["slope"] = None
+    fits = report(fits)
     text = draw(collect(recorded, fits=fits), 120)
     assert "E=—" in text
     lines = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
-from gzipscale.analysis.fit import ScalingLaw
 from gzipscale.analysis.frontier import (
     CHINCHILLA,
     EPOCH_CHINCHILLA,
+    FrontierPoint,
     compute_optimal,
     crossing_budget,
     frontier_coefficient,
@@ -21,6 +22,7 @@ from gzipscale.analysis.frontier import (
     optimal_allocation,
     tokens_per_parameter,
 )
+from gzipscale.analysis.law import ScalingLaw
 
 GOPHER_BUDGET = 5.76e23  # FLOPs of Gopher and Chinchilla
 TINY = ScalingLaw(E=0.8, A=50.0, B=150.0, alpha=0.4, beta=0.35)
@@ -113,13 +115,21 @@ def test_vectorised_over_budgets_and_json():
 
 @pytest.mark.parametrize("field", ["A", "B", "alpha", "beta"])
 def test_frontier_needs_positive_parameters(field):
-    values = CHINCHILLA.to_dict()
-    values[field] = -0.1
+    bad = dataclasses.replace(CHINCHILLA, **{field: -0.1})
     with pytest.raises(ValueError, match="needs A, B, alpha, beta > 0"):
-        optimal_allocation(ScalingLaw(**values), 1e21)
+        optimal_allocation(bad, 1e21)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1e20, np.nan, np.inf])
 def test_bad_budget_raises(bad):
     with pytest.raises(ValueError, match="C \\(compute budget"):
         tokens_per_parameter(CHINCHILLA, [1e20, bad])
+
+
+def test_the_frontier_exponents_are_the_laws_own():
+    a, b = frontier_exponents(CHINCHILLA)
+    assert (a, b) == (CHINCHILLA.n_opt_exponent, CHINCHILLA.d_opt_exponent)
+    point = compute_optimal(CHINCHILLA, 1e21)
+    assert set(point.to_dict()) == {"C", "N_opt", "D_opt", "tokens_per_parameter", "loss"}
+    back = FrontierPoint.from_dict(json.loads(json.dumps(point.to_dict())))
+    assert float(back.N_opt) == float(point.N_opt) and float(back.C) == 1e21

@@ -6,10 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from builders import law_at as linear_law
 
-from gzipscale.analysis.fit import ScalingLaw, UnderdeterminedFit, fit_scaling_law
+from gzipscale.analysis.fit import UnderdeterminedFit, fit_scaling_law
 from gzipscale.analysis.frontier import CHINCHILLA, compute_optimal
+from gzipscale.analysis.law import ScalingLaw
 from gzipscale.analysis.regression import (
+    GzipRegression,
     epsilon_adjusted_law,
     fit_epsilon,
     fit_gzip_regression,
@@ -28,7 +31,7 @@ H_VALUES = [0.2, 0.3, 0.45, 0.6]
 
 
 def law_at(H: float) -> ScalingLaw:
-    return ScalingLaw(**{k: c + s * H for k, (c, s) in LINES.items()})
+    return linear_law(H, LINES)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +151,13 @@ def test_end_to_end_from_fitted_datasets():
         law = ScalingLaw(E=0.5 + h, A=50.0, B=150.0, alpha=0.3 + 0.2 * h, beta=0.35)
         L = law.loss(N, D) * np.exp(rng.normal(0, 0.003, N.size))
         fits.append(fit_scaling_law(N, D, L))
-    reg = fit_gzip_regression(fits, H, names=["a", "b", "c"])
+    reg = fit_gzip_regression([f.law for f in fits], H, names=["a", "b", "c"])
     assert reg.terms["alpha"].slope == pytest.approx(0.2, abs=0.05)
     assert reg.terms["E"].slope == pytest.approx(1.0, abs=0.15)
     json.dumps(reg.to_dict())
+
+
+def test_regression_round_trips_through_json(exact):
+    back = GzipRegression.from_dict(json.loads(json.dumps(exact.to_dict())))
+    assert back == exact
+    assert back.law_at(0.37) == exact.law_at(0.37)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -11,11 +10,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from builders import REPORT_LINES, run_row, write_run_dir
+from builders import dataset_rows as law_rows
+from builders import law_at as linear_law
 
-from gzipscale.analysis.fit import ScalingLaw
+from gzipscale.analysis.law import ScalingLaw
 from gzipscale.analysis.report import default_out
-from gzipscale.analysis.report_command import register
-from gzipscale.analysis.results import ResultRow, write_results_csv
+from gzipscale.analysis.results import ResultRow
+from gzipscale.cli import _implementation, build_parser
 
 # Every parameter a line in H, so table 3 has slopes to find.
 H_VALUES = {"pcfg-low": 0.2, "pcfg-mid": 0.35, "pcfg-high": 0.5}
@@ -28,46 +30,27 @@ FIGURES = ("loss_vs_tokens.png", "loss_surface.png", "frontiers.png", "parameter
 
 
 def law_at(h: float) -> ScalingLaw:
-    return ScalingLaw(
-        E=0.4 + 2.0 * h,
-        A=40.0 + 100.0 * h,
-        B=300.0 + 400.0 * h,
-        alpha=0.22 + 0.3 * h,
-        beta=0.4 - 0.2 * h,
-    )
+    return linear_law(h, REPORT_LINES)
 
 
-def row(name: str, h: float, n: float, d: float, loss: float, **extra) -> ResultRow:
-    return ResultRow(
-        dataset=name,
-        grammar=f"20,{int(1000 * h)},5,10",
-        seed=0,
-        gzip=h,
-        shape=f"m{int(n)}",
-        params=int(n),
-        non_embedding_params=int(n) // 2,
-        tokens=int(d),
-        val_loss=loss,
-        **{"status": "finished", **extra},
-    )
+def row(name: str, h: float, n: float, d: float, loss: float) -> ResultRow:
+    return run_row(name, h, n, d, loss)
+
+
+def failed(r: ResultRow, reason: str) -> ResultRow:
+    return r.replace(status="failed", reason=reason, val_loss=math.nan)
 
 
 def dataset_rows(name: str, h: float, seed: int, n_grid=N_GRID, d_grid=D_GRID) -> list[ResultRow]:
-    N, D = (g.ravel() for g in np.meshgrid(n_grid, d_grid))
-    rng = np.random.default_rng(seed)
-    loss = law_at(h).loss(N, D) * np.exp(rng.normal(0.0, NOISE, N.size))
-    return [row(name, h, n, d, float(x)) for n, d, x in zip(N, D, loss, strict=True)]
+    return law_rows(name, h, law_at(h), n_grid, d_grid, NOISE, seed)
 
 
 def run(argv: list[str]) -> dict:
     """Run ``gzipscale report ... --json`` in-process, as the CLI would, and parse its output."""
-    parser = argparse.ArgumentParser(prog="gzipscale")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(["report", *argv, "--json"])
+    args = build_parser().parse_args(["report", *argv, "--json"])
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert args.func(args) == 0
+        assert _implementation(args.implementation)(args) == 0
     return json.loads(out.getvalue())
 
 
@@ -78,13 +61,11 @@ def run_dir(tmp_path_factory):
     for i, (name, h) in enumerate(H_VALUES.items()):
         rows += dataset_rows(name, h, seed=i)
     rows += [
-        row("pcfg-mid", 0.35, 1e4, 1e5, math.nan, status="failed", reason="CUDA out of memory"),
-        row("pcfg-high", 0.5, 2e6, 1e8, math.nan, status="failed", reason="node lost"),
+        failed(row("pcfg-mid", 0.35, 1e4, 1e5, 1.0), "CUDA out of memory"),
+        failed(row("pcfg-high", 0.5, 2e6, 1e8, 1.0), "node lost"),
     ]
     rows += [row("tiny", 0.6, 1e4, d, 3.0 + 1e3 / d) for d in (1e5, 1e6, 1e7)]
-    path = tmp_path_factory.mktemp("sweep")
-    write_results_csv(rows, path / "results.csv")
-    return path
+    return write_run_dir(tmp_path_factory.mktemp("sweep"), rows)
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +104,9 @@ def test_table2_recovers_the_laws(run_dir, report):
         truth = law_at(H_VALUES[r["dataset"]])
         assert r["alpha"] == pytest.approx(truth.alpha, abs=0.05)
         assert r["beta"] == pytest.approx(truth.beta, abs=0.05)
-        assert r["a"] == pytest.approx(r["beta"] / (r["alpha"] + r["beta"]))
-        for key in ("E", "A", "B", "alpha", "beta", "a"):
+        assert r["n_opt_exponent"] == pytest.approx(r["beta"] / (r["alpha"] + r["beta"]))
+        assert (r["bootstrap_resamples"], r["bootstrap_seed"]) == (20, 1)
+        for key in ("E", "A", "B", "alpha", "beta", "n_opt_exponent", "d_opt_exponent"):
             assert r[f"{key}_lo"] <= r[f"{key}_hi"], key
         assert r["tokens_per_parameter"] == pytest.approx(r["D_opt"] / r["N_opt"])
         assert 6 * r["N_opt"] * r["D_opt"] == pytest.approx(1e18, rel=1e-9)
@@ -143,6 +125,8 @@ def test_table3_regresses_each_parameter_on_h(run_dir, report):
 def test_markdown_has_tables_figures_and_skips(run_dir, report):
     text = (run_dir / "report" / "report.md").read_text()
     assert "--bootstrap 20" in text and "--seed 1" in text
+    # The bootstrap policy stands beside the intervals it made.
+    assert "Estimates [95% interval, 20 bootstrap resamples, seed 1]" in text
     for figure in FIGURES:
         assert f"]({figure})" in text, figure
     assert "## Skipped datasets" in text
@@ -164,7 +148,7 @@ def test_rerun_replaces_the_folder_reproducibly(run_dir, report):
 def test_fewer_than_three_datasets_has_no_regression(tmp_path):
     small = (N_GRID[::2], D_GRID[::2])  # 9 points each: enough to fit, quicker
     rows = dataset_rows("a", 0.2, 0, *small) + dataset_rows("b", 0.5, 1, *small)
-    write_results_csv(rows, tmp_path / "results.csv")
+    write_run_dir(tmp_path, rows)
     out = tmp_path / "elsewhere"
     result = run([str(tmp_path), "--bootstrap", "0", "--out", str(out)])
     assert result["out"] == str(out) and not result["regression"]

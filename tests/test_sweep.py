@@ -125,15 +125,21 @@ def test_runs_unknown_to_a_resumed_tune_experiment_are_found_only_when_it_is_idl
     started afresh, but not while a known trial is merely unfinished (an interrupt)."""
     from types import SimpleNamespace
 
+    from gzipscale.vocabulary import RunKey
+
     def run(shape, tokens):
         return {"dataset": "d", "shape": shape, "tokens": tokens}
 
     configs = [run("tiny-1", 16), run("tiny-1", 32), run("tiny-2", 16), run("tiny-2", 32)]
     grid = [SimpleNamespace(config={"run": c}) for c in configs[:2]]
     grid.append(SimpleNamespace(config=None))  # a trial Tune restored without a config
-    rows = {("d", "tiny-1", 16): {}, ("d", "tiny-1", 32): {}, ("d", "tiny-2", 32): {}}
+    rows = {
+        RunKey("d", "tiny-1", 16): {},
+        RunKey("d", "tiny-1", 32): {},
+        RunKey("d", "tiny-2", 32): {},
+    }
     assert runs_unknown_to_tune(configs, grid, rows) == [run("tiny-2", 16)]
-    del rows[("d", "tiny-1", 32)]  # a known trial did not finish: wait for the next session
+    del rows[RunKey("d", "tiny-1", 32)]  # a known trial did not finish: wait for the next session
     assert runs_unknown_to_tune(configs, grid, rows) == []
 
 
