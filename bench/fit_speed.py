@@ -37,14 +37,14 @@ import scipy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
+from gzipscale.analysis.bootstrap import bootstrap_fit  # noqa: E402
 from gzipscale.analysis.fit import (  # noqa: E402
     DEFAULT_GRID,
     FitWarning,
-    ScalingLaw,
-    bootstrap_fit,
     fit_scaling_law,
     fit_scaling_law_naive,
 )
+from gzipscale.analysis.law import ScalingLaw  # noqa: E402
 
 CHINCHILLA = ScalingLaw(E=1.6934, A=406.40, B=410.72, alpha=0.33917, beta=0.28491)
 GOALS_S = {36: 2.0, 300: 30.0}
@@ -113,7 +113,7 @@ def bench_case(name, N, D, L, naive_starts, repeats):
         ),
         "naive_comparison_holds": bool(same),
         "n_batch_unconverged": int(vec_fit.n_batch_unconverged),
-        "fit": {k: float(getattr(vec_fit, k)) for k in ("E", "A", "B", "alpha", "beta")},
+        "fit": {k: float(getattr(vec_fit.law, k)) for k in ("E", "A", "B", "alpha", "beta")},
     }
     print(
         f"{name:>6}: vectorised {vec_s:6.2f} s (goal {row['goal_s']} s) | naive "
