@@ -87,8 +87,8 @@ def render(
     label = intervals_label(report)
     parts += [
         "## 2. Scaling laws per grammar",
-        f"Fits of the law L(N, D) = E + A/N^α + B/D^β (Pandey 2024, Eq. 1) to the "
-        f"{timing.runs} finished runs by Approach 3 of Hoffmann et al. (2022); {label}, "
+        f"Approach-3 fits (Hoffmann et al. 2022) of the law L(N, D) = E + A/N^α + B/D^β "
+        f"(Pandey 2024, Eq. 1) per grammar, of the {timing.runs} finished runs; {label}, "
         f"percentile intervals over resamples of the runs. a = β/(α+β) is the exponent of "
         f"N_opt ∝ C^a; tokens per parameter are D_opt/N_opt at C = {report.budget:.0e} FLOPs.",
         markdown_table(

@@ -166,7 +166,7 @@ def test_committed_report_matches_the_inputs_committed_beside_it():
         assert (ROOT / "docs" / link).is_file(), link
     results = pd.read_csv(assets / "results.csv")
     assert f"of the {int((results['status'] == 'finished').sum())} finished runs" in text
-    # The report's sweep is at least the one the issue asks for: 4 same-vocabulary
+    # The report's sweep is at least the reproduction preset's: 4 same-vocabulary
     # grammars and 2 others of about the same H, 36 runs each.
     per_grammar = results.groupby("grammar").size()
     assert len(per_grammar) >= 6 and (per_grammar == 36).all()
