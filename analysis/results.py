@@ -58,6 +58,10 @@ class ResultRow:
     flops: float | None = None
     trial_id: str = ""
     step: int = 0
+    # The dataset's floor (exact Bayes-optimal loss per predicted token) and its standard
+    # error, from its manifest; NaN for data without one (real corpora, older run dirs).
+    floor: float = math.nan
+    floor_se: float = math.nan
 
     def __post_init__(self) -> None:
         # Coerce and check every field; frozen, so values are set through object.
@@ -136,7 +140,16 @@ class ResultRow:
 
 
 RESULT_COLUMNS: list[str] = [f.name for f in fields(ResultRow)]
-OPTIONAL_COLUMNS = ("reason", "wall_s", "tokens_per_s", "flops", "trial_id", "step")
+OPTIONAL_COLUMNS = (
+    "reason",
+    "wall_s",
+    "tokens_per_s",
+    "flops",
+    "trial_id",
+    "step",
+    "floor",
+    "floor_se",
+)
 REQUIRED_COLUMNS = [c for c in RESULT_COLUMNS if c not in OPTIONAL_COLUMNS]
 
 
@@ -228,6 +241,8 @@ _PARSERS = {
     "flops": _flops,
     "trial_id": _text(False),
     "step": _integer(0),
+    "floor": _real(0.0, strict=True, nan_ok=True),
+    "floor_se": _real(0.0, nan_ok=True),
 }
 
 

@@ -45,6 +45,8 @@ CONFIG_KEYS = (
     "params",
     "non_embedding_params",
     "tokens",
+    "floor",
+    "floor_se",
 )
 # Used when trial.config lacks them; dataset, gzip, params and tokens are required.
 CONFIG_DEFAULTS = {"grammar": "", "seed": 0, "shape": "unknown", "non_embedding_params": 0}

@@ -17,6 +17,7 @@ by run, so nothing is lost or duplicated.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -122,7 +123,8 @@ def prepare_data(
     spec: SweepSpec, store: RunStore, on_progress: Callable[[str, int, int], None] | None = None
 ) -> dict[str, dict]:
     """Stage 1: every grammar's dataset at the largest data size, before any trial starts
-    (Ray Data inside trials deadlocks small clusters). Returns name -> {location, gzip}."""
+    (Ray Data inside trials deadlocks small clusters). Returns name -> {location, gzip,
+    floor, floor_se} (the floor NaN where the manifest has none or records why not)."""
     from gzipscale.grammars.dataset import DatasetSpec
     from gzipscale.grammars.pipeline import generate_dataset
 
@@ -146,9 +148,12 @@ def prepare_data(
             with tempfile.TemporaryDirectory() as d:
                 manifest = generate_dataset(dspec, Path(d) / name, on_progress=progress)
                 store.upload_dir(Path(d) / name, rel)
+        floor = manifest.get("floor") or {}
         out[name] = {
             "location": join(store.location, rel),
             "gzip": float(manifest["gzip"]["median"]),
+            "floor": float(floor.get("nats_per_token", math.nan)),
+            "floor_se": float(floor.get("stderr", math.nan)),
         }
     return out
 
@@ -159,6 +164,8 @@ def trial_configs(runs: list[PlannedRun], datasets: dict) -> list[dict]:
     for r in runs:
         run = r.to_dict()
         run["gzip"] = datasets[r.dataset]["gzip"]
+        run["floor"] = datasets[r.dataset].get("floor", math.nan)
+        run["floor_se"] = datasets[r.dataset].get("floor_se", math.nan)
         run["data"] = datasets[r.dataset]["location"]
         configs.append(run)
     return configs
