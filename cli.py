@@ -32,7 +32,11 @@ from gzipscale.vocabulary import (  # noqa: E402
     BOOTSTRAP_SEED,
     DATASET_EVAL_TOKENS,
     DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_LAW_CHOICE,
     DEFAULT_STORAGE,
+    FLOOR_FIT,
+    FREE_FIT,
+    LAW_CHOICES,
     REFERENCE_BUDGET,
     SAMPLER_MODES,
 )
@@ -85,6 +89,13 @@ SHARED_FLAGS: dict[str, dict] = {
         metavar="K",
         help=f"bootstrap resamples for the intervals (default {BOOTSTRAP_RESAMPLES}; 0: none)",
     ),
+    "--law": dict(
+        choices=LAW_CHOICES,
+        default=DEFAULT_LAW_CHOICE,
+        help=f"which fit drives frontiers and regressions where a dataset has a floor: "
+        f"'{FLOOR_FIT}' (default: E held at the exact floor, a 4-parameter fit of L - floor) "
+        f"or '{FREE_FIT}' (the paper's 5-parameter fit); both are shown",
+    ),
 }
 
 
@@ -99,8 +110,8 @@ def shared(parser: argparse.ArgumentParser, *flags: str, **overrides) -> None:
 
 
 def fit_options(parser: argparse.ArgumentParser, budget_help: str) -> None:
-    """--bootstrap, --seed and --budget, for the commands that fit (fit, report)."""
-    shared(parser, "--bootstrap")
+    """--bootstrap, --seed, --budget and --law, for the commands that fit (fit, report)."""
+    shared(parser, "--bootstrap", "--law")
     parser.add_argument(
         "--seed",
         type=non_negative_int,
@@ -194,6 +205,16 @@ def add_series(p: argparse.ArgumentParser) -> None:
         "--tokens", default="1M", help="tokens sampled per grammar and seed (default 1M)"
     )
     p.add_argument("--no-real", action="store_true", help="skip the real-data references")
+    p.add_argument(
+        "--floor-documents",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="held-out documents each dataset's floor averages over (default 2000)",
+    )
+    p.add_argument(
+        "--no-floor", action="store_true", help="skip the floors (gzip, lzma and bz2 H only)"
+    )
     p.add_argument("--out", metavar="FILE.json", help="also write the table as JSON (atomically)")
     shared(
         p,
@@ -201,7 +222,7 @@ def add_series(p: argparse.ArgumentParser) -> None:
         "--workers",
         "--address",
         "--json",
-        workers="most grammars scored at once (default: every CPU)",
+        workers="most tasks (scores, floor blocks) run at once (default: every CPU)",
         json="print the table as JSON",
     )
 
@@ -210,7 +231,8 @@ def add_series(p: argparse.ArgumentParser) -> None:
 TRAIN_OVERRIDES = (
     ("--lr", float, "peak learning rate (with --lr-scaling width: at hidden 64)"),
     ("--lr-scaling", str, "width (lr x 64/hidden) or none"),
-    ("--schedule", str, "constant or cosine"),
+    ("--schedule", str, "constant, cosine or wsd (warmup-stable-decay, 1-sqrt cooldown)"),
+    ("--cooldown-fraction", float, "wsd: the fraction of a run that cools down (default 0.2)"),
     ("--warmup-steps", int, "linear warmup steps (at most a tenth of the run)"),
     ("--batch-size", int, "documents per optimizer step"),
     ("--grad-clip", float, "gradient-norm clip (0 = off)"),
@@ -243,6 +265,12 @@ def add_train(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--model", required=True, help="shape name (see `gzipscale models`)")
     p.add_argument("--tokens", required=True, help="training tokens D, e.g. 100K, 1M")
+    p.add_argument(
+        "--eval-at",
+        metavar="D,D,...",
+        help="also report the held-out loss of these smaller data sizes, each as a run of "
+        "that size would (one nested run; schedule constant or wsd), e.g. 16K,64K,256K",
+    )
     p.add_argument(
         "--out", required=True, metavar="RUN_DIR", help="run directory (resumes if it exists)"
     )
@@ -289,6 +317,12 @@ def add_predict(p: argparse.ArgumentParser) -> None:
         help="results table (.csv/.parquet) or run directory with 3+ datasets that have gzip",
     )
     p.add_argument("--text", action="store_true", help="score CORPUS as text (its bytes)")
+    p.add_argument(
+        "--extrapolate",
+        action="store_true",
+        help="predict even when CORPUS's H lies outside the range of H the regression was "
+        "fitted on (refused otherwise); the output says how far outside",
+    )
     p.add_argument(
         "--seed",
         type=non_negative_int,
@@ -350,6 +384,37 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="print the plan and its cost; run nothing"
     )
+    data = p.add_mutually_exclusive_group()
+    data.add_argument(
+        "--nested",
+        dest="nested",
+        action="store_true",
+        default=None,
+        help="nested data: one trial per grammar and shape, trained to the largest size, "
+        "reports every size's row on the way (schedule constant or wsd)",
+    )
+    data.add_argument(
+        "--independent",
+        dest="nested",
+        action="store_false",
+        help="one trial per grammar, shape and data size, each from scratch",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "cosine", "wsd"),
+        help="override the spec's learning-rate schedule (wsd: warmup-stable-decay)",
+    )
+    p.add_argument(
+        "--cooldown-fraction",
+        type=float,
+        metavar="F",
+        help="wsd: the fraction of each size's run that cools down (default 0.2)",
+    )
+    p.add_argument(
+        "--order",
+        choices=("longest-first", "cheapest-first"),
+        help="which trials start first (default: the spec's, longest-first)",
+    )
     shared(p, "--address", "--json", json="print the plan or the outcome as JSON")
 
 
@@ -395,11 +460,13 @@ COMMANDS = {
     "series": (
         add_series,
         "gzipscale.grammars.series_command:cmd_series",
-        "gzip H of the paper's grammar series over several seeds (its Table 1)",
+        "gzip H of the paper's grammar series over several seeds (its Table 1), with floors",
         "Score every grammar of the paper's three series (same vocabulary, main, same H) with "
         "several seeds, in parallel on Ray: each grammar's H is the median gzip ratio of the "
         "documents `gzipscale data` would write, reported as mean ± sd over seeds, beside the "
-        "paper's values and real code and prose.",
+        "paper's values and real code and prose; the same ratio with lzma and bz2; and each "
+        "dataset's floor (the Bayes-optimal loss per token, as its manifest records it), or "
+        "the reason it was refused.",
     ),
     "models": (
         add_models,
@@ -423,11 +490,13 @@ COMMANDS = {
     ),
     "predict": (
         add_predict,
-        "gzipscale.analysis.commands:cmd_predict",
+        "gzipscale.analysis.predict_command:cmd_predict",
         "predict a corpus's law and compute-optimal N, D from its gzip H",
         "Score CORPUS's gzip compressibility H, fit every dataset of the table given by --from, "
         "regress the law's parameters on H and predict the law at the corpus's H, with the "
-        "compute-optimal model size and tokens for --budget.",
+        "compute-optimal model size and tokens for --budget. An H outside the fitted datasets' "
+        "range is refused without --extrapolate; a law the regression makes impossible "
+        "(negative coefficient, exponent <= 0) is reported as no law, with exit status 2.",
     ),
     "report": (
         add_report,

@@ -24,6 +24,8 @@ SWEEP_SPEC_FILE = "sweep.json"  # the spec a sweep directory was made for
 RUN_SPEC_FILE = "run.json"  # the spec a training run directory was made for
 RUN_RESULT_FILE = "result.json"  # a training run's final result
 REPORT_DIR = "report"  # a sweep's report, inside its directory
+DATA_DIR = "data"  # a sweep's datasets, inside its directory (data/<dataset>/)
+POSITIONS_DIR = "positions"  # a sweep's per-position held-out losses, one JSON per run
 
 # -- documents, held-out data, compute
 SAMPLER_MODES = (
@@ -45,6 +47,13 @@ FLOPS_PER_PARAM_TOKEN = 6.0
 BOOTSTRAP_RESAMPLES = 200
 BOOTSTRAP_SEED = 0
 REFERENCE_BUDGET = 1e18  # FLOPs at which a law's compute-optimal split is summarised
+# The two kinds of scaling-law fit: E held at the dataset's known floor, or all five
+# parameters free (the paper's).  The floor-anchored one drives frontiers and regressions
+# by default: where the floor is known, a free E is a nuisance parameter the runs cannot
+# separate from a slowly falling N term.
+FLOOR_FIT, FREE_FIT = "floor", "free"
+LAW_CHOICES = (FLOOR_FIT, FREE_FIT)
+DEFAULT_LAW_CHOICE = FLOOR_FIT
 
 # -- sweeps -------------------------------------------------------------------------------------
 DEFAULT_STORAGE = "runs"  # where run directories go unless --storage says otherwise

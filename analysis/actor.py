@@ -31,7 +31,15 @@ from dataclasses import dataclass
 import ray
 
 from gzipscale.analysis.bootstrap import BootstrapPolicy
-from gzipscale.analysis.fitreport import DatasetFit, FitReport, fit_datasets, regress_on_gzip
+from gzipscale.analysis.fitreport import (
+    DEFAULT_LAW_CHOICE,
+    LAW_CHOICES,
+    DatasetFit,
+    FitReport,
+    fit_datasets,
+    regress_on_floor,
+    regress_on_gzip,
+)
 from gzipscale.analysis.results import ResultRow, ResultRowError
 from gzipscale.analysis.table import Points
 from gzipscale.helpers import json_safe
@@ -88,6 +96,8 @@ class _DatasetState:
     reason: str | None = None
     fit: DatasetFit | None = None
     fit_version: int = 0
+    comparison: DatasetFit | None = None  # the other kind of fit, where both were made
+    comparison_reason: str | None = None
 
 
 # -- the actor -------------------------------------------------------------------------
@@ -110,13 +120,15 @@ class AnalysisActor:
         seed: int = BOOTSTRAP_SEED,
         budget: float = REFERENCE_BUDGET,
         settle_s: float = DEFAULT_SETTLE_S,
+        law_choice: str = DEFAULT_LAW_CHOICE,
     ):
-        if bootstrap < 0 or settle_s < 0 or not budget > 0:
+        if bootstrap < 0 or settle_s < 0 or not budget > 0 or law_choice not in LAW_CHOICES:
             raise ValueError(
-                f"need bootstrap >= 0, settle_s >= 0, budget > 0; got {bootstrap}, "
-                f"{settle_s}, {budget}"
+                f"need bootstrap >= 0, settle_s >= 0, budget > 0, law_choice in "
+                f"{LAW_CHOICES}; got {bootstrap}, {settle_s}, {budget}, {law_choice!r}"
             )
         self._policy = BootstrapPolicy(resamples=int(bootstrap), seed=int(seed))
+        self._law_choice = law_choice
         self._budget = float(budget)
         self._settle_s = float(settle_s)
         self._cond = threading.Condition()
@@ -128,6 +140,7 @@ class AnalysisActor:
         self._refits: dict[str, int] = {}
         self._regression = None
         self._regression_note: str | None = None
+        self._floor_regression: tuple = (None, None)
         self._regression_refits = 0
         self._version = 0
         threading.Thread(target=self._refit_loop, name="analysis-refit", daemon=True).start()
@@ -248,6 +261,17 @@ class AnalysisActor:
             policy=self._policy,
             budget=self._budget,
             source="analysis actor",
+            law_choice=self._law_choice,
+            floor_regression=self._floor_regression[0],
+            floor_regression_note=self._floor_regression[1],
+            comparison={
+                n: self._datasets[n].comparison for n in names if self._datasets[n].comparison
+            },
+            comparison_skipped={
+                n: self._datasets[n].comparison_reason
+                for n in names
+                if self._datasets[n].comparison_reason
+            },
         )
 
     def _row_view(self, row: ResultRow) -> dict:
@@ -272,9 +296,17 @@ class AnalysisActor:
         while True:
             name, points = self._take_dirty()
             try:
-                report = fit_datasets(points, policy=self._policy, budget=self._budget)
+                report = fit_datasets(
+                    points, policy=self._policy, budget=self._budget, law_choice=self._law_choice
+                )
                 if name in report.datasets:
-                    state = _DatasetState(FITTED, None, report.datasets[name])
+                    state = _DatasetState(
+                        FITTED,
+                        None,
+                        report.datasets[name],
+                        comparison=report.comparison.get(name),
+                        comparison_reason=report.comparison_skipped.get(name),
+                    )
                 else:
                     reason = report.skipped.get(name, "no finished runs")
                     state = _DatasetState(SKIPPED, reason)
@@ -307,9 +339,12 @@ class AnalysisActor:
     def _refit_regression(self) -> None:
         with self._cond:
             fitted = {n: self._datasets[n].fit for n in sorted(self._datasets)}
-        regression, note = regress_on_gzip({n: f for n, f in fitted.items() if f is not None})
+        fits = {n: f for n, f in fitted.items() if f is not None}
+        regression, note = regress_on_gzip(fits)
+        floor_regression = regress_on_floor(fits)
         with self._cond:
             self._regression, self._regression_note = regression, note
+            self._floor_regression = floor_regression
             self._regression_refits += regression is not None
             self._in_flight = None  # only now: the regression belongs to this refit
             self._version += 1
@@ -335,6 +370,7 @@ def get_or_create_analysis_actor(
     seed: int = BOOTSTRAP_SEED,
     budget: float = REFERENCE_BUDGET,
     settle_s: float = DEFAULT_SETTLE_S,
+    law_choice: str = DEFAULT_LAW_CHOICE,
     **options,
 ):
     """The detached actor ``name`` in ``namespace``, created if it does not exist.
@@ -348,4 +384,6 @@ def get_or_create_analysis_actor(
         raise ValueError(f"need a name and an explicit namespace, got {name!r}, {namespace!r}")
     return AnalysisActor.options(
         name=name, namespace=namespace, lifetime="detached", get_if_exists=True, **options
-    ).remote(bootstrap=bootstrap, seed=seed, budget=budget, settle_s=settle_s)
+    ).remote(
+        bootstrap=bootstrap, seed=seed, budget=budget, settle_s=settle_s, law_choice=law_choice
+    )

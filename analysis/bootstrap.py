@@ -16,6 +16,7 @@ import numpy as np
 
 from gzipscale.analysis.fit import (
     MIN_DISTINCT,
+    FitTarget,
     ScalingFit,
     StartGrid,
     UnderdeterminedFit,
@@ -24,7 +25,7 @@ from gzipscale.analysis.fit import (
 )
 from gzipscale.analysis.law import EXPONENT_NAMES, LAW_NAMES, LOG_COEFFICIENT_LIMIT, ScalingLaw
 from gzipscale.analysis.lbfgs import batched_lbfgs, polish_ok, scipy_polish
-from gzipscale.analysis.objective import HUBER_DELTA, huber_objective
+from gzipscale.analysis.objective import HUBER_DELTA
 from gzipscale.vocabulary import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 
 INTERVAL_LEVEL = 0.95
@@ -192,6 +193,7 @@ def bootstrap_fit(
     delta: float = HUBER_DELTA,
     extra_grid: StartGrid = BOOTSTRAP_GRID,
     batch_max_iter: int = 100,
+    floor: float | None = None,
 ) -> BootstrapResult:
     """Percentile bootstrap confidence intervals for the law and frontier exponents.
 
@@ -228,6 +230,9 @@ def bootstrap_fit(
         Coarse grid of extra starts per resample.
     batch_max_iter : int
         Iteration cap of the batched pass (then scipy polishes each resample).
+    floor : float, optional
+        Hold E at this floor in every resample (the floor-anchored fit; ``point_fit``
+        must be anchored at the same floor).  E's interval is then the floor itself.
 
     Returns
     -------
@@ -242,14 +247,17 @@ def bootstrap_fit(
         raise ValueError(f"level must be in (0, 1), got {level}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    N, D, L = validate_points(N, D, L)
+    N, D, L = validate_points(N, D, L, floor)
     if point_fit is None:
-        point_fit = fit_scaling_law(N, D, L, delta=delta, emit_warnings=False)
+        point_fit = fit_scaling_law(N, D, L, delta=delta, emit_warnings=False, floor=floor)
     elif point_fit.n_points != len(N):
         raise ValueError(
             f"point_fit was fitted to {point_fit.n_points} points, but {len(N)} were given"
         )
-    log_n, log_d, log_l = np.log(N), np.log(D), np.log(L)
+    elif point_fit.floor != floor:
+        raise ValueError(f"point_fit was fitted with floor {point_fit.floor}, not {floor}")
+    target = FitTarget.of(N, D, L, floor)
+    log_n, log_d, log_l = target.log_n, target.log_d, target.log_y
 
     group_codes, n_groups = None, 0
     if groups is not None:
@@ -272,13 +280,13 @@ def bootstrap_fit(
     warm = np.clip(
         np.array([law.to_theta() for law in laws]), -LOG_COEFFICIENT_LIMIT, LOG_COEFFICIENT_LIMIT
     )
-    starts = np.vstack([warm, extra_grid.points()])
+    starts = target.starts(np.vstack([warm, extra_grid.points()]))
     n_starts = len(starts)
     rows_theta = np.tile(starts, (n_resamples, 1))
     rows_weights = np.repeat(counts, n_starts, axis=0)
 
     def batch_fun(x, rows):
-        return huber_objective(x, log_n, log_d, log_l, delta, rows_weights[rows])
+        return target.objective(x, log_n, log_d, log_l, delta, rows_weights[rows])
 
     batch = batched_lbfgs(batch_fun, rows_theta, max_iter=batch_max_iter)
     f_by_resample = np.where(np.isfinite(batch.f), batch.f, np.inf).reshape(n_resamples, n_starts)
@@ -287,17 +295,24 @@ def bootstrap_fit(
     thetas = np.empty((n_resamples, 5))
     unconverged = 0
     for r, row in enumerate(best_rows):
-        res = scipy_polish(batch.x[row], log_n, log_d, log_l, delta, counts[r])
+        res = scipy_polish(
+            batch.x[row], log_n, log_d, log_l, delta, counts[r], objective=target.objective
+        )
         keep = res.x if res.fun <= batch.f[row] else batch.x[row]
         thetas[r] = keep
         unconverged += not polish_ok(res)
 
     samples = _named_estimates(thetas)
     point = {k: float(v[0]) for k, v in _named_estimates(point_fit.theta).items()}
+    if floor is not None:  # E is the floor in every resample, exactly
+        samples["E"] = np.full(n_resamples, float(floor))
+        point["E"] = float(floor)
     tail = 100 * (1 - level) / 2
-    intervals = {
-        k: tuple(float(q) for q in np.percentile(v, [tail, 100 - tail])) for k, v in samples.items()
-    }
+    with np.errstate(invalid="ignore"):  # inf draws (A past exp(709)) give inf bounds
+        intervals = {
+            k: tuple(float(q) for q in np.percentile(v, [tail, 100 - tail]))
+            for k, v in samples.items()
+        }
     return BootstrapResult(
         point=point,
         intervals=intervals,

@@ -26,7 +26,7 @@ policy made it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.stats import linregress
@@ -46,6 +46,7 @@ SAME_H_TOLERANCE = 0.03  # claim 4: a grammar belongs to the same-H group within
 MIN_H_GAP = 0.02  # claim 5: grammars closer in H than this are not ordered by H
 NO_SAME_H = "fewer than 2 grammars of about the same H in the sweep"
 NO_LEVELS = "no loss level that two grammars reach with different compute"
+MIN_IDENTIFIED = 2  # identified fits the law claims (1-4) need at all
 A = "n_opt_exponent"  # the key of a = β/(α+β) in a law's dict and its intervals
 
 
@@ -63,6 +64,7 @@ class Dataset:
     D: np.ndarray
     L: np.ndarray
     policy: BootstrapPolicy | None = None  # how the samples and intervals were made
+    flags: tuple[str, ...] = ()  # the fit's identification flags (sentences); () = identified
 
     @classmethod
     def of(cls, fit: DatasetFit, grammar: str) -> Dataset:
@@ -78,7 +80,12 @@ class Dataset:
             D=fit.D,
             L=fit.L,
             policy=fit.bootstrap.policy if fit.bootstrap else None,
+            flags=tuple(f.sentence for f in fit.flags),
         )
+
+    @property
+    def identified(self) -> bool:
+        return not self.flags
 
     @property
     def terminals(self) -> int:
@@ -489,11 +496,38 @@ def check_claim_5(datasets: list[Dataset]) -> Verdict:
 
 
 def check_claims(datasets: list[Dataset], same_h_grammars: set[str]) -> list[Verdict]:
-    """All five checks, in the paper's order."""
-    return [
-        check_claim_1(datasets),
-        check_claim_2(datasets),
-        check_claim_3(datasets),
-        check_claim_4(datasets, same_h_grammars),
-        check_claim_5(datasets),
+    """All five checks, in the paper's order.
+
+    Claims 1-4 are about the fitted laws, so they use only the fits that are identified
+    (no identification flag): a law the runs do not pin down is not evidence for or
+    against anything.  Each verdict's evidence then starts by naming the fits left out.
+    Claim 5 compares observed runs, not laws, and uses every dataset.
+    """
+    identified = [d for d in datasets if d.identified]
+    left_out = [d.name for d in datasets if not d.identified]
+    note = (
+        f"{len(left_out)} of {len(datasets)} fits are not identified and are left out of "
+        f"this check ({', '.join(left_out)}; their flags are listed with the fits)"
+    )
+    if len(identified) < MIN_IDENTIFIED:
+        # A trend needs laws to compare; with fewer than two identified there are none.
+        summary = (
+            f"{len(identified)} identified fit(s) of {len(datasets)}: "
+            "no law here to test the claim with"
+        )
+        parts = {f"at least {MIN_IDENTIFIED} identified fits to compare": UNDECIDED}
+        evidence = [note] if left_out else [f"{len(datasets)} fitted dataset(s)"]
+        law_checks = [
+            Verdict(i, CLAIMS[i], UNDECIDED, list(evidence), dict(parts), summary)
+            for i in (1, 2, 3, 4)
+        ]
+        return [*law_checks, check_claim_5(datasets)]
+    law_checks = [
+        check_claim_1(identified),
+        check_claim_2(identified),
+        check_claim_3(identified),
+        check_claim_4(identified, same_h_grammars),
     ]
+    if left_out:
+        law_checks = [replace(v, evidence=[note, *v.evidence]) for v in law_checks]
+    return [*law_checks, check_claim_5(datasets)]

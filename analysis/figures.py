@@ -25,6 +25,7 @@ from gzipscale.analysis.frontier import (
     optimal_allocation,
     tokens_per_parameter,
 )
+from gzipscale.analysis.identification import AT_FLOOR_FRACTION
 from gzipscale.analysis.law import LAW_NAMES
 from gzipscale.analysis.tables import compressibility_frame
 from gzipscale.vocabulary import FLOPS_PER_PARAM_TOKEN
@@ -518,4 +519,156 @@ def plot_compute_to_loss(datasets: list[Dataset], path: Path) -> None:
     )
     ax.grid(which="both", **GRID)
     ax.legend(fontsize=SMALL_SIZE)
+    save(fig, path)
+
+
+# -- the excess loss over the floor ------------------------------------------------------
+
+
+def plot_excess_loss(anchored: list[DatasetFit], path: Path) -> None:
+    """The excess loss ``L - floor`` on log axes: top row against D, one line per N;
+    bottom row against N, one line per D; one column per dataset with a floor.
+
+    A power law is a straight line here, so a reader sees at once where the runs follow
+    one and where they do not.  Runs at the floor (excess under 1% of it, or below it
+    within its noise) have no excess to show on a log axis: they are drawn as open
+    triangles on the 1% line.  The fitted excess ``A/N^α + B/D^β`` of the floor-anchored
+    law is drawn for each N (top) and D (bottom); its title says whether it is identified.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
+
+    fits = sorted(anchored, key=_by_h)
+    cols = min(PANEL_COLUMNS, len(fits))
+    blocks = math.ceil(len(fits) / cols)  # each block: a row against D, a row against N
+    fig = new_figure(4.2 * cols, 6.6 * blocks)
+    grid = fig.subplots(2 * blocks, cols, squeeze=False)
+    for i in range(len(fits), blocks * cols):
+        for row in (0, 1):
+            grid[2 * (i // cols) + row][i % cols].set_visible(False)
+    cmap = colormaps["viridis"]
+    for i, f in enumerate(fits):
+        block, col = divmod(i, cols)
+        axes = {0: {col: grid[2 * block][col]}, 1: {col: grid[2 * block + 1][col]}}
+        floor = f.floor.nats_per_token
+        excess = f.L - floor
+        at_floor = f.at_floor if f.at_floor is not None else excess < AT_FLOOR_SHOWN * floor
+        shown = np.where(at_floor, AT_FLOOR_SHOWN * floor, excess)
+        for row, (x, group, label) in enumerate(
+            ((f.D, f.N, "model size N"), (f.N, f.D, "training tokens D"))
+        ):
+            ax = axes[row][col]
+            values = np.unique(group)
+            norm = LogNorm(values.min(), values.max()) if len(values) > 1 else None
+            line = np.geomspace(x.min() / CURVE_MARGIN, x.max() * CURVE_MARGIN, 200)
+            for g in values:
+                colour = cmap(norm(g) if norm else 0.5)
+                sel = group == g
+                order = np.argsort(x[sel])
+                ok = ~at_floor[sel][order]
+                xs, ys = x[sel][order], shown[sel][order]
+                ax.plot(xs[ok], ys[ok], "o-", color=colour, ms=4, lw=0.8, mec="black", mew=0.3)
+                ax.plot(xs[~ok], ys[~ok], "^", color="none", mec=colour, ms=5, mew=1.0)
+                n_arg, d_arg = (g, line) if row == 0 else (line, g)
+                curve = f.law.loss(n_arg, d_arg) - floor
+                ax.plot(line, curve, color=colour, lw=1.0, ls="--", alpha=0.8)
+            ax.axhline(AT_FLOOR_SHOWN * floor, color="grey", lw=0.8, ls=":")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_ylim(
+                AT_FLOOR_SHOWN * floor / 2, max(shown.max(), 2 * AT_FLOOR_SHOWN * floor) * 2
+            )
+            ax.set_xlabel("training tokens D" if row == 0 else "model size N (parameters)")
+            ax.set_ylabel("excess loss L - floor (nats)", fontsize=LEGEND_SIZE)
+            ax.grid(which="both", **GRID)
+            if norm is not None:
+                fig.colorbar(
+                    ScalarMappableFor(norm, cmap), ax=ax, label=label, fraction=0.05, pad=0.02
+                )
+        verdict = "identified" if f.identified else "not identified"
+        axes[0][col].set_title(
+            f"{_title(f)}\nfloor {floor:.4f} ± {f.floor.stderr:.4f}; fit {verdict}",
+            fontsize=TITLE_SIZE,
+        )
+    handles = _excess_handles()
+    grid[0][0].legend(handles=handles, fontsize=SMALL_SIZE, loc="lower left")
+    fig.suptitle(
+        "Excess loss over the floor (log-log: a power law is a straight line)",
+        fontsize=SUPTITLE_SIZE,
+    )
+    save(fig, path)
+
+
+# Where runs at the floor are drawn: on the line at 1% of the floor (the identification
+# threshold, analysis/identification.py AT_FLOOR_FRACTION).
+AT_FLOOR_SHOWN = AT_FLOOR_FRACTION
+
+
+def ScalarMappableFor(norm, cmap):  # noqa: N802 - mirrors matplotlib's class name
+    from matplotlib.cm import ScalarMappable
+
+    return ScalarMappable(norm, cmap)
+
+
+def _excess_handles():
+    from matplotlib.lines import Line2D
+
+    return [
+        Line2D([], [], ls="-", marker="o", color="grey", mec="black", label="runs"),
+        Line2D([], [], ls="", marker="^", color="none", mec="grey", label="at the floor (<1%)"),
+        Line2D([], [], ls="--", color="grey", label="floor-anchored law"),
+        Line2D([], [], ls=":", color="grey", label="1% of the floor"),
+    ]
+
+
+# -- where in its context a model falls short ---------------------------------------------
+
+
+def plot_position_loss(
+    floor: list[float],
+    floor_stderr: list[float],
+    curves: dict[str, tuple[list[float], list[float]]],
+    path: Path,
+    title: str,
+) -> None:
+    """Held-out loss at each position of the context against the dataset's per-position
+    floor: left, the losses (the floor with its ±2 SE band); right, each model's excess
+    over the floor on a log axis (positions where a model is within noise of the floor
+    are drawn at the axis' bottom edge, marked).
+
+    ``curves`` maps a label (e.g. "N=12.2K, D=524K") to (mean, stderr) per position.
+    """
+    from matplotlib import colormaps
+
+    positions = np.arange(1, len(floor) + 1)
+    floor = np.asarray(floor, dtype=float)
+    band = 2 * np.asarray(floor_stderr, dtype=float)
+    fig = new_figure(10.0, 3.8)
+    left, right = fig.subplots(1, 2)
+    left.fill_between(positions, floor - band, floor + band, color="grey", alpha=0.3, lw=0)
+    left.plot(positions, floor, color="black", lw=1.4, label="floor (±2 SE)")
+    cmap = colormaps["viridis"]
+    excess_all = []
+    for i, (label, (mean, _)) in enumerate(curves.items()):
+        colour = cmap(i / max(1, len(curves) - 1))
+        mean = np.asarray(mean, dtype=float)
+        left.plot(positions, mean, color=colour, lw=1.0, label=label)
+        excess_all.append((label, colour, mean - floor))
+    floor_noise = max(float(np.median(band)), 1e-4)
+    for label, colour, excess in excess_all:
+        shown = np.maximum(excess, floor_noise)
+        right.plot(positions, shown, color=colour, lw=1.0, label=label)
+    right.axhline(floor_noise, color="grey", ls=":", lw=0.8, label="floor noise (2 SE)")
+    right.set_yscale("log")
+    for ax, ylabel in (
+        (left, "held-out loss at position (nats)"),
+        (right, "excess over the floor (nats)"),
+    ):
+        ax.set_xscale("log")
+        ax.set_xlabel("position in the context (tokens of context before the prediction)")
+        ax.set_ylabel(ylabel, fontsize=LEGEND_SIZE)
+        ax.grid(which="both", **GRID)
+    left.legend(fontsize=SMALL_SIZE, loc="upper right")
+    right.legend(fontsize=SMALL_SIZE, loc="upper right")
+    fig.suptitle(title, fontsize=SUPTITLE_SIZE)
     save(fig, path)

@@ -1,5 +1,13 @@
 """Fit one scaling law ``L(N, D) = E + A/N**alpha + B/D**beta`` to one dataset.
 
+Two fits share this module: the paper's *free* fit of all five parameters, and the
+*floor-anchored* fit (``floor=``), which holds E at the dataset's known floor (its exact
+Bayes-optimal loss, :mod:`gzipscale.grammars.floor`) and fits the excess loss
+``L - floor = A/N**alpha + B/D**beta`` in log space, with the same Huber loss, the same
+start grid (its ``e`` axis collapsed onto ``log floor``) and the same optimiser.  A free fit
+can trade E against a slowly falling ``A/N**alpha`` (alpha -> 0, E -> 0) when the runs
+plateau at the floor; the anchored fit cannot, because E is no longer free.
+
 The method is Chinchilla's "Approach 3" (Hoffmann et al. 2022) as used by Pandey (2024), "gzip Predicts
 Data-dependent Scaling Laws": minimise, in log space,
 
@@ -50,18 +58,21 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from gzipscale.analysis.law import PARAM_NAMES, ScalingLaw
 from gzipscale.analysis.lbfgs import batched_lbfgs, distinct_basins, polish_ok, scipy_polish
-from gzipscale.analysis.objective import HUBER_DELTA, huber_objective
+from gzipscale.analysis.objective import HUBER_DELTA, anchored_objective, huber_objective
 from gzipscale.helpers import InputError
+from gzipscale.vocabulary import FLOOR_FIT, FREE_FIT
 
-MIN_POINTS = 6
+MIN_POINTS = 6  # five parameters need six points
+MIN_POINTS_ANCHORED = 5  # four, with E held at the floor
 MIN_DISTINCT = 2
+FREE, ANCHORED = FREE_FIT, FLOOR_FIT  # the two kinds of fit, as every record names them
 
 
 class UnderdeterminedFit(InputError):
@@ -116,11 +127,15 @@ class ScalingFit:
     n_points : int
         Number of (N, D, L) points fitted.
     residuals_log, residuals_loss : list of float
-        ``log L - log L_hat`` and ``L - L_hat`` per point, in input order.
+        Per point, in input order: the residual of what was fitted in log space
+        (``log L - log L_hat`` for a free fit, ``log(L - floor) - log(L_hat - floor)`` for
+        a floor-anchored one) and ``L - L_hat``.
     start : dict
         The grid start whose basin won, by name (a, b, e, alpha, beta).
     start_index : int
-        Its row in ``StartGrid.points()``.
+        Its row in the starts searched: ``StartGrid.points()`` for a free fit; for a
+        floor-anchored one, those points with ``e`` held at ``log floor`` and duplicates
+        dropped (:meth:`FitTarget.starts`).
     grid_edge : list of str
         Coordinates in which the winning start sits on the grid's boundary.
         Informational: a start on the edge is common and harmless when the
@@ -138,6 +153,8 @@ class ScalingFit:
     local_minima : list of dict
         The best distinct polished optima (law parameters and objective), best
         first; more than one with similar objectives means a multimodal fit.
+    floor : float or None
+        The floor E was held at (floor-anchored fit), or None (free fit).
     """
 
     law: ScalingLaw
@@ -154,6 +171,12 @@ class ScalingFit:
     delta: float = HUBER_DELTA
     warnings: list[str] = field(default_factory=list)
     local_minima: list[dict] = field(default_factory=list)
+    floor: float | None = None  # E held here (a floor-anchored fit), else None
+
+    @property
+    def kind(self) -> str:
+        """``"floor"`` for a floor-anchored fit, ``"free"`` for the paper's 5-parameter fit."""
+        return FREE if self.floor is None else ANCHORED
 
     @property
     def theta(self) -> np.ndarray:
@@ -180,14 +203,21 @@ class ScalingFit:
             "local_minima": [
                 {k: float(v) for k, v in minimum.items()} for minimum in self.local_minima
             ],
+            "kind": self.kind,
+            "floor": None if self.floor is None else float(self.floor),
         }
 
 
 # -- input checks ------------------------------------------------------------------------
 
 
-def validate_points(N, D, L) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def validate_points(
+    N, D, L, floor: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return N, D, L as 1-d float arrays, or raise naming what is wrong.
+
+    With a ``floor`` (a floor-anchored fit) every loss must exceed it: a run at or below
+    the floor has no excess loss to fit (the caller leaves such runs out and says so).
 
     Raises
     ------
@@ -195,7 +225,7 @@ def validate_points(N, D, L) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         Shapes differ, or a value is non-finite or non-positive (the message
         names the field and the first offending index).
     UnderdeterminedFit
-        Fewer than 6 points, or fewer than 2 distinct N or D.
+        Fewer than 6 points (5 with a floor), or fewer than 2 distinct N or D.
     """
     fields = {"N (model size)": N, "D (tokens)": D, "L (loss)": L}
     arrays = {}
@@ -214,14 +244,26 @@ def validate_points(N, D, L) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     N, D, L = arrays.values()
     if not (len(N) == len(D) == len(L)):
         raise InputError(f"N, D, L must have equal lengths, got {len(N)}, {len(D)}, {len(L)}")
-    _check_identifiable(N, D)
+    if floor is not None:
+        if not (isinstance(floor, (int, float)) and math.isfinite(floor) and floor > 0):
+            raise InputError(f"floor must be a finite number > 0, got {floor!r}")
+        at_floor = L <= floor
+        if at_floor.any():
+            i = int(np.flatnonzero(at_floor)[0])
+            raise InputError(
+                f"L (loss) must exceed the floor {floor:.6g} in a floor-anchored fit; got "
+                f"{L[i]!r} at index {i} ({int(at_floor.sum())} such point(s)): leave runs at "
+                "the floor out"
+            )
+    _check_identifiable(N, D, anchored=floor is not None)
     return N, D, L
 
 
-def _check_identifiable(N: np.ndarray, D: np.ndarray) -> None:
+def _check_identifiable(N: np.ndarray, D: np.ndarray, anchored: bool = False) -> None:
     problems = []
-    if len(N) < MIN_POINTS:
-        problems.append(f"need at least {MIN_POINTS} points for 5 parameters, got {len(N)}")
+    needed, params = (MIN_POINTS_ANCHORED, 4) if anchored else (MIN_POINTS, 5)
+    if len(N) < needed:
+        problems.append(f"need at least {needed} points for {params} parameters, got {len(N)}")
     for label, values in (("model sizes N", N), ("token counts D", D)):
         distinct = np.unique(values)
         if len(distinct) < MIN_DISTINCT:
@@ -237,6 +279,52 @@ def _check_identifiable(N: np.ndarray, D: np.ndarray) -> None:
 # -- fitting ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FitTarget:
+    """What one fit minimises: the log-space values it fits and the objective over them.
+
+    A free fit fits ``log L`` with :func:`huber_objective`; a floor-anchored one fits
+    ``log(L - floor)`` with :func:`anchored_objective` and keeps ``e = log floor`` fixed
+    in every start (the objective ignores it and its gradient is zero, so it never moves).
+    """
+
+    log_n: np.ndarray
+    log_d: np.ndarray
+    log_y: np.ndarray
+    objective: Callable
+    floor: float | None
+
+    @classmethod
+    def of(cls, N, D, L, floor: float | None) -> FitTarget:
+        if floor is None:
+            return cls(np.log(N), np.log(D), np.log(L), huber_objective, None)
+        return cls(np.log(N), np.log(D), np.log(L - floor), anchored_objective, float(floor))
+
+    def starts(self, points: np.ndarray) -> np.ndarray:
+        """``points`` with the e column held at ``log floor`` (duplicates dropped, order
+        kept) for an anchored fit; unchanged for a free one."""
+        if self.floor is None:
+            return points
+        held = np.array(points, dtype=float)
+        held[:, 2] = math.log(self.floor)
+        _, first = np.unique(held, axis=0, return_index=True)
+        return held[np.sort(first)]
+
+    def law(self, theta) -> ScalingLaw:
+        law = ScalingLaw.from_theta(theta)
+        # exp(log floor) can differ from the floor in the last bit; E *is* the floor.
+        return law if self.floor is None else replace(law, E=self.floor)
+
+    def residuals_log(self, L: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        if self.floor is None:
+            return np.log(L) - np.log(predicted)
+        return np.log(L - self.floor) - np.log(predicted - self.floor)
+
+    def value(self, theta, delta: float = HUBER_DELTA) -> float:
+        """The summed objective at ``theta``."""
+        return float(self.objective(theta, self.log_n, self.log_d, self.log_y, delta)[0][0])
+
+
 def fit_scaling_law(
     N,
     D,
@@ -248,6 +336,7 @@ def fit_scaling_law(
     batch_max_iter: int = 100,
     basin_tol: float = 1e-3,
     emit_warnings: bool = True,
+    floor: float | None = None,
 ) -> ScalingFit:
     """Fit ``L = E + A/N**alpha + B/D**beta`` by Huber loss in log space.
 
@@ -255,7 +344,7 @@ def fit_scaling_law(
     ----------
     N, D, L : array_like, shape (n,)
         Model sizes (parameters), training tokens and final losses; all
-        finite and > 0.
+        finite and > 0 (and above ``floor`` when one is given).
     grid : StartGrid
         L-BFGS starting points (default: the 4500-point Chinchilla grid).
     delta : float
@@ -269,6 +358,9 @@ def fit_scaling_law(
         one basin.
     emit_warnings : bool
         Also emit the result's warnings as :class:`FitWarning`.
+    floor : float, optional
+        The dataset's floor: hold E there and fit the excess ``L - floor`` (four
+        parameters).  None (the default) is the paper's free five-parameter fit.
 
     Returns
     -------
@@ -277,32 +369,36 @@ def fit_scaling_law(
     Raises
     ------
     ValueError
-        Non-finite or non-positive inputs (message names the field).
+        Non-finite or non-positive inputs, or a loss at or below ``floor`` (message names
+        the field).
     UnderdeterminedFit
-        Fewer than 6 points or fewer than 2 distinct N or D.
+        Fewer than 6 points (5 with a floor) or fewer than 2 distinct N or D.
     """
-    N, D, L = validate_points(N, D, L)
+    N, D, L = validate_points(N, D, L, floor)
     if n_polish < 1:
         raise ValueError(f"n_polish must be >= 1, got {n_polish}")
     if len(grid) == 0:
         raise ValueError("the start grid is empty")
-    log_n, log_d, log_l = np.log(N), np.log(D), np.log(L)
-    starts = grid.points()
+    target = FitTarget.of(N, D, L, floor)
+    starts = target.starts(grid.points())
 
     def batch_fun(x, rows):
-        return huber_objective(x, log_n, log_d, log_l, delta)
+        return target.objective(x, target.log_n, target.log_d, target.log_y, delta)
 
     batch = batched_lbfgs(batch_fun, starts, max_iter=batch_max_iter)
     order = np.argsort(np.where(np.isfinite(batch.f), batch.f, np.inf), kind="stable")
     shortlist = distinct_basins(batch.x, order, basin_tol, n_polish)
     polished = []
     for i in shortlist:
-        res = scipy_polish(batch.x[i], log_n, log_d, log_l, delta)
+        res = scipy_polish(
+            batch.x[i], target.log_n, target.log_d, target.log_y, delta, objective=target.objective
+        )
         polished.append((float(res.fun), i, res))
     return _assemble_fit(
         polished,
         starts,
         grid,
+        target,
         N,
         D,
         L,
@@ -325,28 +421,40 @@ def fit_scaling_law_naive(
     options: dict | None = None,
     basin_tol: float = 1e-3,
     emit_warnings: bool = True,
+    floor: float | None = None,
 ) -> ScalingFit:
     """Reference fit: scipy L-BFGS-B from each start in turn, keep the best.
 
     Slow (milliseconds per start); used to check :func:`fit_scaling_law` and
     in the benchmark.  ``start_indices`` restricts the loop to those rows of
-    ``grid.points()``; ``reduction="mean"`` with ``options={}`` (scipy's
+    ``grid.points()`` (with a ``floor``: of the reduced starts, see ``start_index`` of
+    :class:`ScalingFit`); ``reduction="mean"`` with ``options={}`` (scipy's
     defaults) reproduces the averaged-objective mistake.
     The reported ``objective`` is always the summed objective.
     """
-    N, D, L = validate_points(N, D, L)
-    log_n, log_d, log_l = np.log(N), np.log(D), np.log(L)
-    starts = grid.points()
+    N, D, L = validate_points(N, D, L, floor)
+    target = FitTarget.of(N, D, L, floor)
+    starts = target.starts(grid.points())
     indices = range(len(starts)) if start_indices is None else start_indices
     polished = []
     for i in indices:
-        res = scipy_polish(starts[i], log_n, log_d, log_l, delta, None, reduction, options)
-        summed = float(huber_objective(res.x, log_n, log_d, log_l, delta)[0][0])
-        polished.append((summed, int(i), res))
+        res = scipy_polish(
+            starts[i],
+            target.log_n,
+            target.log_d,
+            target.log_y,
+            delta,
+            None,
+            reduction,
+            options,
+            target.objective,
+        )
+        polished.append((target.value(res.x, delta), int(i), res))
     return _assemble_fit(
         polished,
         starts,
         grid,
+        target,
         N,
         D,
         L,
@@ -358,25 +466,27 @@ def fit_scaling_law_naive(
 
 
 def _assemble_fit(
-    polished, starts, grid, N, D, L, delta, *, n_batch_unconverged, basin_tol, emit_warnings
+    polished, starts, grid, target, N, D, L, delta, *, n_batch_unconverged, basin_tol, emit_warnings
 ) -> ScalingFit:
     polished = [p for p in polished if np.isfinite(p[0]) and np.all(np.isfinite(p[2].x))]
     if not polished:
         raise RuntimeError("every start diverged; the data may not follow this law")
     polished.sort(key=lambda p: p[0])
     objective, start_index, best = polished[0]
-    law = ScalingLaw.from_theta(best.x)
+    law = target.law(best.x)
     predicted = law.loss(N, D)
     start = dict(zip(PARAM_NAMES, (float(v) for v in starts[start_index]), strict=True))
 
     thetas = np.array([p[2].x for p in polished])
     minima = []
     for i in distinct_basins(thetas, np.arange(len(polished)), basin_tol, 5):
-        minimum = ScalingLaw.from_theta(thetas[i]).to_dict()
+        minimum = target.law(thetas[i]).to_dict()
         minimum["objective"] = polished[i][0]
         minima.append(minimum)
 
-    notes = _fit_warnings(best.x, start, grid, N, D, converged=polish_ok(best))
+    notes = _fit_warnings(
+        best.x, start, grid, N, D, converged=polish_ok(best), anchored=target.floor is not None
+    )
     if emit_warnings:
         for note in notes:
             warnings.warn(note, FitWarning, stacklevel=3)
@@ -384,14 +494,14 @@ def _assemble_fit(
         law=law,
         objective=float(objective),
         n_points=len(N),
-        residuals_log=(np.log(L) - np.log(predicted)).tolist(),
+        residuals_log=target.residuals_log(L, predicted).tolist(),
         residuals_loss=(L - predicted).tolist(),
         start=start,
         start_index=int(start_index),
         grid_edge=[
             name
             for name, axis in zip(PARAM_NAMES, grid.axes(), strict=True)
-            if start[name] in (min(axis), max(axis))
+            if start[name] in (min(axis), max(axis)) and not (name == "e" and target.floor)
         ],
         n_starts=len(starts),
         n_batch_unconverged=n_batch_unconverged,
@@ -399,14 +509,18 @@ def _assemble_fit(
         delta=delta,
         warnings=notes,
         local_minima=minima,
+        floor=target.floor,
     )
 
 
-def _fit_warnings(theta, start, grid, N, D, *, converged) -> list[str]:
+def _fit_warnings(theta, start, grid, N, D, *, converged, anchored=False) -> list[str]:
     notes = []
     # The grid brackets the search; an optimum beyond it, reached from a start
-    # on the grid's edge, means basins further out were never explored.
+    # on the grid's edge, means basins further out were never explored.  An anchored
+    # fit's e is the floor, not a searched coordinate.
     for name, value, axis in zip(PARAM_NAMES, theta, grid.axes(), strict=True):
+        if anchored and name == "e":
+            continue
         lo, hi = min(axis), max(axis)
         if value < lo or value > hi:
             edge, bound = ("lower", lo) if value < lo else ("upper", hi)
@@ -417,7 +531,7 @@ def _fit_warnings(theta, start, grid, N, D, *, converged) -> list[str]:
             )
     for label, values in (("model sizes N", N), ("token counts D", D)):
         distinct = len(np.unique(values))
-        if distinct == 2:
+        if distinct == 2 and not anchored:
             notes.append(
                 f"only 2 distinct {label}: E and that term's coefficient and exponent are "
                 "not separately identified (a one-parameter family fits equally well)"

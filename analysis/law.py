@@ -48,7 +48,10 @@ class ScalingLaw:
         """Predicted loss at model size(s) N and token count(s) D (broadcasts)."""
         N = np.asarray(N, dtype=float)
         D = np.asarray(D, dtype=float)
-        return self.E + self.A / N**self.alpha + self.B / D**self.beta
+        # An unidentified law's exponent can be in the hundreds: N**alpha is then inf and
+        # its term 0, which is what the law says; not worth a warning.
+        with np.errstate(over="ignore"):
+            return self.E + self.A / N**self.alpha + self.B / D**self.beta
 
     @property
     def n_opt_exponent(self) -> float:

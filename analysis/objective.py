@@ -69,6 +69,30 @@ def huber_objective(
 _BLOCK_ELEMENTS = 16384
 
 
+def anchored_objective(
+    theta,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_excess: np.ndarray,
+    delta: float = HUBER_DELTA,
+    weights: np.ndarray | None = None,
+    reduction: str = "sum",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The floor-anchored objective: ``sum_i Huber(LSE(a - alpha*log N_i, b - beta*log D_i)
+    - log(L_i - floor))``, the excess loss fitted in log space with E held at the floor.
+
+    ``theta`` keeps the five columns of :func:`huber_objective` so both fits share one
+    optimiser; its ``e`` column is ignored here and its gradient is zero, so L-BFGS never
+    moves it (the fit stores ``log floor`` there, which makes the law's E the floor).
+    """
+    theta = np.array(np.atleast_2d(theta), dtype=float)
+    # exp(-inf - top) = 0: the E term drops out of the log-sum-exp exactly.
+    theta[:, 2] = -np.inf
+    f, grad = huber_objective(theta, log_n, log_d, log_excess, delta, weights, reduction)
+    grad[:, 2] = 0.0
+    return f, grad
+
+
 def _huber_block(theta, log_n, log_d, log_l, delta, weights, reduction):
     a, b, e, alpha, beta = (theta[:, k : k + 1] for k in range(5))
     # In-place arithmetic throughout: this runs on (starts x points) arrays

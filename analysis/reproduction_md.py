@@ -17,11 +17,14 @@ from gzipscale.analysis.fitreport import DatasetFit, FitReport
 from gzipscale.analysis.markdown import (
     fit_notes,
     fits_columns,
+    fmt,
+    identification_section,
     intervals_label,
     markdown_table,
     regression_section,
 )
 from gzipscale.analysis.tables import compressibility_frame, fits_table, regression_table
+from gzipscale.vocabulary import FLOOR_FIT
 
 INPUTS_JSON = "inputs.json"
 FIG_COMPRESSIBILITY = "compressibility.png"
@@ -31,6 +34,8 @@ FIG_LOSS = "loss_vs_tokens.png"
 FIG_SURFACE = "loss_surface.png"
 FIG_FRONTIERS = "frontiers.png"
 FIG_PARAMETERS = "parameters_vs_gzip.png"
+FIG_EXCESS = "excess_loss.png"
+FIG_FLOOR_VS_H = "floor_vs_compressors.png"
 
 
 def _duration(seconds: float) -> str:
@@ -52,6 +57,9 @@ def render(
     timing,
     checksums: dict,
     commands: dict,
+    floors: dict | None = None,
+    compressors=None,
+    compressors_note: str | None = None,
 ) -> str:
     """The whole report; ``timing`` is a :class:`analysis.reproduction.SweepTiming`."""
 
@@ -69,7 +77,7 @@ def render(
         "## Verdicts",
         _verdict_table(verdicts),
         _scale_note(sweep, fitted),
-        _identification_note(fitted),
+        _identification_note(report),
         "## How it was made",
         _commands_table(commands, series, timing, sweep),
         _setup_section(sweep),
@@ -84,17 +92,40 @@ def render(
                 "values (hollow diamonds) and real code and prose (lines).",
             ),
         ]
+    if compressors is not None or compressors_note:
+        parts += [
+            "### Does gzip H predict the floor?",
+            _compressors_section(compressors, compressors_note),
+        ]
+        if compressors is not None:
+            parts.append(
+                fig(
+                    FIG_FLOOR_VS_H,
+                    "The floor (exact Bayes-optimal loss per token) against H for gzip, lzma "
+                    "and bz2, one point per grammar and seed, with the least-squares line and "
+                    f"its band ({policy.describe()}, resampling whole grammars).",
+                )
+            )
     label = intervals_label(report)
+    if floors:
+        parts += ["## Floors: the lowest loss any model can reach", _floors_section(report, floors)]
+    drives = "floor-anchored" if report.law_choice == FLOOR_FIT else "free"
     parts += [
         "## 2. Scaling laws per grammar",
         f"Approach-3 fits (Hoffmann et al. 2022) of the law L(N, D) = E + A/N^α + B/D^β "
         f"(Pandey 2024, Eq. 1) per grammar, of the {timing.runs} finished runs; {label}, "
         f"percentile intervals over resamples of the runs. a = β/(α+β) is the exponent of "
-        f"N_opt ∝ C^a; tokens per parameter are D_opt/N_opt at C = {report.budget:.0e} FLOPs.",
+        f"N_opt ∝ C^a; tokens per parameter are D_opt/N_opt at C = {report.budget:.0e} FLOPs. "
+        "Where a grammar's floor is known two fits are shown: E held at the floor (the "
+        "excess L - floor fitted in log space, runs within 1% of the floor left out) and "
+        f"the paper's free fit; the {drives} one drives the frontiers, the regression and "
+        "the claims.",
         markdown_table(
-            fits_table(report).sort_values("gzip_H", kind="stable"),
+            fits_table(report).sort_values(["gzip_H", "drives"], ascending=[True, False]),
             fits_columns(report.budget),
         ),
+        "### Identification",
+        identification_section(report),
         _residuals_note(fitted),
         fit_notes(
             report,
@@ -113,6 +144,14 @@ def render(
             FIG_FRONTIERS,
             "Compute-optimal tokens per parameter against compute, beside Chinchilla's (dashed).",
         ),
+        fig(
+            FIG_EXCESS,
+            "Excess loss over the floor on log axes, against D per N (top) and against N per "
+            "D (bottom), with the floor-anchored law (dashed); runs within 1% of the floor "
+            "are open triangles on the 1% line.",
+        )
+        if any(FLOOR_FIT in report.fits_of(n) for n in report.datasets)
+        else "",
         "## 3. Parameters regressed on H (the paper's Table 3, Eq. 4)",
         regression_section(
             regression_table(report.regression) if report.regression is not None else None,
@@ -188,24 +227,98 @@ def _scale_note(sweep: dict, fitted: list[DatasetFit]) -> str:
     )
 
 
-def _identification_note(fitted: list[DatasetFit]) -> str:
-    """Say so when the fits sit at the edges a law with 5 free parameters can run to."""
-    collapsed = [f for f in fitted if f.law.E < 0.01]
-    flat = [f for f in fitted if f.law.alpha < 0.05]
-    if not collapsed and not flat:
-        return ""
-
-    def names(fs: list[DatasetFit]) -> str:
-        return ", ".join(f.name for f in fs) or "none"
-
+def _identification_note(report: FitReport) -> str:
+    """How many of the fits that drive the verdicts are identified, in one paragraph."""
+    fitted = list(report.datasets.values())
+    bad = [f for f in fitted if not f.identified]
+    if not bad:
+        return f"All {len(fitted)} fits that drive the verdicts are identified (no flag raised)."
     return (
-        f"How well the law is identified here: {len(collapsed)} of {len(fitted)} fits put "
-        f"the irreducible loss E below 0.01 ({names(collapsed)}) and {len(flat)} put α below "
-        f"0.05 ({names(flat)}), i.e. the model-size term is nearly flat over the sizes "
-        "trained. Such fits describe the runs but extrapolate poorly, and their frontier "
-        "exponents come with wide intervals; the verdicts below take those intervals into "
-        "account."
+        f"How well the laws are identified here: {len(bad)} of {len(fitted)} fits that drive "
+        f"the verdicts raise an identification flag ({', '.join(f.name for f in bad)}; "
+        "section 2 lists every flag). The claims about fitted laws (1-4) use only the "
+        "identified fits; a claim with none to use cannot be decided at this scale."
     )
+
+
+def _compressors_section(analysis, note: str | None) -> str:
+    """How well each compressor's H predicts the floor: the paper's premise, measured."""
+    if analysis is None:
+        return f"Not measured: {note}."
+    lines = [
+        "The paper's premise is that gzip compressibility stands in for the data's complexity. "
+        "Here the true complexity is known: each dataset's floor, the lowest loss per token "
+        "any model can reach. Regressing the floor on H over every grammar and seed of the "
+        f"series ({len(analysis.points)} points) measures how well each compressor stands in "
+        f"for it ({analysis.policy.describe()}, resampling whole grammars; the leave-one-"
+        "grammar-out RMS error predicts each grammar from a line fitted without it).",
+        "",
+        "| compressor | slope | intercept | R² | Spearman ρ | RMS error | leave-one-grammar-out RMS |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(fit, key: str, spec: str) -> str:
+        ci = fit.interval(key)
+        value = format(fit.value(key), spec)
+        return value if ci is None else f"{value} [{ci[0]:{spec}}, {ci[1]:{spec}}]"
+
+    for name, fit in analysis.fits.items():
+        lines.append(
+            f"| {name} | {cell(fit, 'slope', '.3f')} | {cell(fit, 'intercept', '.3f')} | "
+            f"{cell(fit, 'r_squared', '.3f')} | {cell(fit, 'spearman', '.3f')} | "
+            f"{cell(fit, 'rms_error', '.3f')} | {fit.loo_rms_error:.3f} |"
+        )
+    for name, stats in analysis.differences.items():
+        parts = []
+        for key, v in stats.items():
+            ci = v.get("interval")
+            parts.append(
+                f"{key} {v['value']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+            )
+        lines.append(f"\n{name} minus gzip (paired resamples): " + ", ".join(parts) + ".")
+    refused = analysis.refused_grammars()
+    if refused:
+        shown = "; ".join(
+            f"`{g}` ({len(r)} seed(s): {r[0].reason})" for g, r in sorted(refused.items())
+        )
+        lines.append(f"\nLeft out, floor refused: {shown}.")
+    return "\n".join(lines)
+
+
+def _floors_section(report: FitReport, floors: dict) -> str:
+    """Each grammar's floor, its derivation bound and ambiguity, and how close the runs
+    came to it."""
+    lines = [
+        "A PCFG is a known generative process, so the Bayes-optimal loss on its documents "
+        "(the floor) is computed exactly, by prefix probabilities under the true grammar "
+        "over held-out documents (standard error over documents). Beside it, two rates of "
+        "whole sentences: the closed-form derivation-entropy rate and the exact string "
+        "entropy rate (per token, separator included; undefined for a supercritical grammar, "
+        "whose expected sentence length is infinite); their difference is the grammar's "
+        "ambiguity. The floor is not one of these rates: a document is a 256-token window "
+        "that starts a sentence, conditions on its first token and cuts its last sentence, "
+        "so the floor sits near the string rate, not on it. No model can go below the floor; "
+        "the best run shows how close this grid came.",
+        "",
+        "| dataset | floor (nats/token) | derivation-entropy rate | string entropy rate | "
+        "ambiguity | best run | best - floor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    names = sorted(
+        floors, key=lambda n: (report.datasets[n].gzip or 0) if n in report.datasets else 0
+    )
+    for name in names:
+        record = floors[name]
+        floor, se = float(record["nats_per_token"]), float(record["stderr"])
+        fit = report.datasets.get(name)
+        best = float(np.min(fit.L)) if fit is not None and fit.L is not None else math.nan
+        rates = [fmt(record.get(k), ".4f") for k in ("derivation_bound", "string_entropy_rate")]
+        lines.append(
+            f"| {name} | {floor:.4f} ± {se:.4f} | {rates[0]} | {rates[1]} | "
+            f"{fmt(record.get('ambiguity'), '.4f')} | {fmt(best, '.4f')} | "
+            f"{fmt(best - floor, '+.4f')} |"
+        )
+    return "\n".join(lines)
 
 
 def _differences_section(sweep: dict, series: dict | None) -> str:
@@ -297,20 +410,34 @@ def _setup_section(sweep: dict) -> str:
 
 def _compressibility_section(series: dict) -> str:
     frame = compressibility_frame(series)
-    lines = [
-        "| series | grammar | paper H | H, mean ± sd over seeds | range | P(sentence finite), min |",
-        "|---|---|---|---|---|---|",
-    ]
+    floors = frame["floor_mean"].notna().any()
+    head = (
+        "| series | grammar | paper H | H, mean ± sd over seeds | range | P(sentence finite), min |"
+    )
+    rule = "|---|---|---|---|---|---|"
+    if floors:
+        head += " floor, mean ± sd over seeds | lzma H | bz2 H |"
+        rule += "---|---|---|"
+    lines = [head, rule]
     for r in frame.itertuples():
         paper = "-" if r.paper_H is None or pd.isna(r.paper_H) else f"{r.paper_H:.2f}"
-        lines.append(
+        line = (
             f"| {r.series} | `{r.grammar}` | {paper} | {r.H_mean:.3f} ± {r.H_sd:.3f} | "
             f"{r.H_min:.3f}–{r.H_max:.3f} | {r.p_finite_min:.3f} |"
         )
+        if floors:
+            floor = (
+                "refused"
+                if pd.isna(r.floor_mean)
+                else f"{r.floor_mean:.3f} ± {fmt(r.floor_sd, '.3f')}"
+                + ("" if r.floor_seeds == r.seeds else f" ({r.floor_seeds} of {r.seeds} seeds)")
+            )
+            line += f" {floor} | {fmt(r.lzma_mean, '.3f')} | {fmt(r.bz2_mean, '.3f')} |"
+        lines.append(line)
     for c in series.get("real", []):
         lines.append(
             f"| real data | {c['name']} ({c['kind']}) | - | {c['median']:.3f} "
-            f"(one corpus, {c['n']:,} documents) | | |"
+            f"(one corpus, {c['n']:,} documents) | | |" + (" | | |" if floors else "")
         )
     known = frame[frame["paper_H"].notna()]
     diff = (known["H_mean"] - known["paper_H"].astype(float)).abs()

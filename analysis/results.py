@@ -62,6 +62,9 @@ class ResultRow:
     # error, from its manifest; NaN for data without one (real corpora, older run dirs).
     floor: float = math.nan
     floor_se: float = math.nan
+    # The learning-rate schedule the row was trained with (constant, cosine, wsd); empty
+    # in results written before it was recorded.
+    schedule: str = ""
 
     def __post_init__(self) -> None:
         # Coerce and check every field; frozen, so values are set through object.
@@ -149,6 +152,7 @@ OPTIONAL_COLUMNS = (
     "step",
     "floor",
     "floor_se",
+    "schedule",
 )
 REQUIRED_COLUMNS = [c for c in RESULT_COLUMNS if c not in OPTIONAL_COLUMNS]
 
@@ -243,6 +247,7 @@ _PARSERS = {
     "step": _integer(0),
     "floor": _real(0.0, strict=True, nan_ok=True),
     "floor_se": _real(0.0, nan_ok=True),
+    "schedule": _text(False),
 }
 
 

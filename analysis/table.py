@@ -26,7 +26,19 @@ DEFAULT_DATASET = "all"
 POINT_COLUMNS = ("params", "tokens", "loss")
 LOSS_COLUMNS = ("loss", "val_loss")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
-FRAME_COLUMNS = ("dataset", "params", "tokens", "loss", "gzip", "row")
+FRAME_COLUMNS = ("dataset", "params", "tokens", "loss", "gzip", "floor", "floor_se", "row")
+
+
+@dataclass(frozen=True)
+class KnownFloor:
+    """A dataset's floor (exact Bayes-optimal loss per predicted token) and its standard
+    error, as the fits use it."""
+
+    nats_per_token: float
+    stderr: float
+
+    def to_dict(self) -> dict:
+        return {"nats_per_token": float(self.nats_per_token), "stderr": float(self.stderr)}
 
 
 @dataclass
@@ -36,8 +48,9 @@ class Points:
     Attributes
     ----------
     frame : pandas.DataFrame
-        Columns ``dataset`` (str), ``params``, ``tokens``, ``loss``, ``gzip`` (float; NaN
-        without one) and ``row`` (the 1-based data row it came from); finished rows only.
+        Columns ``dataset`` (str), ``params``, ``tokens``, ``loss``, ``gzip``, ``floor``,
+        ``floor_se`` (floats; NaN without one) and ``row`` (the 1-based data row it came
+        from); finished rows only.
     source : str
         The file read (for messages and reports).
     excluded : dict
@@ -90,6 +103,34 @@ class Points:
             )
         return H, note
 
+    def floor(self, name: str) -> tuple[KnownFloor | None, str | None]:
+        """A dataset's floor (from its finished rows) and a note when they disagree."""
+        rows = self.frame[self.frame["dataset"] == name]
+        values = rows["floor"].to_numpy(dtype=float)
+        ok = np.isfinite(values)
+        if not ok.any():
+            return None, None
+        values, errors = values[ok], rows["floor_se"].to_numpy(dtype=float)[ok]
+        note = None
+        if values.max() - values.min() > 1e-9 * values.max():
+            note = (
+                f"the floor differs across this dataset's rows ({values.min():.6g} to "
+                f"{values.max():.6g}); using the median"
+            )
+        i = int(np.argsort(values)[len(values) // 2])
+        stderr = float(errors[i]) if np.isfinite(errors[i]) else 0.0
+        return KnownFloor(float(values[i]), stderr), note
+
+    def with_floors(self, floors: dict[str, KnownFloor]) -> Points:
+        """These points with the given datasets' floors set (e.g. computed from their
+        grammars for a table recorded before rows carried them)."""
+        frame = self.frame.copy()
+        for name, known in floors.items():
+            rows = frame["dataset"] == name
+            frame.loc[rows, "floor"] = known.nats_per_token
+            frame.loc[rows, "floor_se"] = known.stderr
+        return Points(frame, self.source, self.excluded, self.grammars, self.all_gzip, self.rows)
+
     @classmethod
     def from_rows(cls, rows: Iterable[ResultRow], source: str = "") -> Points:
         """The points of validated result rows (a run directory's, or a live sweep's)."""
@@ -102,6 +143,8 @@ class Points:
                 "tokens": np.array([r.tokens for _, r in kept], dtype=float),
                 "loss": np.array([r.val_loss for _, r in kept], dtype=float),
                 "gzip": np.array([r.gzip for _, r in kept], dtype=float),
+                "floor": np.array([r.floor for _, r in kept], dtype=float),
+                "floor_se": np.array([r.floor_se for _, r in kept], dtype=float),
                 "row": np.array([i for i, _ in kept], dtype=int),
             }
         )
@@ -250,7 +293,9 @@ def _table_points(frame: pd.DataFrame, label: str) -> Points:
             "params": _numeric(kept, "params", label, kept_rows),
             "tokens": _numeric(kept, "tokens", label, kept_rows),
             "loss": _numeric(kept, loss_col, label, kept_rows),
-            "gzip": _gzip(kept, label, kept_rows),
+            "gzip": _optional_positive(kept, "gzip", label, kept_rows),
+            "floor": _optional_positive(kept, "floor", label, kept_rows),
+            "floor_se": _optional_positive(kept, "floor_se", label, kept_rows, zero_ok=True),
             "row": kept_rows,
         }
     )
@@ -275,17 +320,22 @@ def _all_rows(frame: pd.DataFrame, names: pd.Series) -> tuple[dict[str, str], di
     return grammars, all_gzip
 
 
-def _gzip(frame: pd.DataFrame, label: str, rows: np.ndarray) -> np.ndarray:
-    # gzip is optional per row: a dataset without H is still fitted, just not regressed.
-    if "gzip" not in frame.columns:
+def _optional_positive(
+    frame: pd.DataFrame, column: str, label: str, rows: np.ndarray, zero_ok: bool = False
+) -> np.ndarray:
+    # gzip and the floor are optional per row: a dataset without H is still fitted, just
+    # not regressed; one without a floor gets the free fit only.
+    if column not in frame.columns:
         return np.full(len(frame), np.nan)
-    raw = frame["gzip"]
+    raw = frame[column]
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-    bad = (np.isnan(values) & pd.notna(raw).to_numpy()) | np.isinf(values) | (values <= 0)
+    too_small = (values < 0) if zero_ok else (values <= 0)
+    bad = (np.isnan(values) & pd.notna(raw).to_numpy()) | np.isinf(values) | too_small
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        bound = ">= 0" if zero_ok else "> 0"
         raise InputError(
-            f"{label}, row {rows[i]}: column 'gzip' must be a number > 0 (or empty), "
+            f"{label}, row {rows[i]}: column '{column}' must be a number {bound} (or empty), "
             f"got {raw.iloc[i]!r}"
         )
     return values

@@ -6,6 +6,16 @@ strings and rebuild everything else when used.  A trial's result becomes a
 :class:`~gzipscale.analysis.results.ResultRow` once, in :func:`trial_row` (its checks
 are the row's way in); the table and the actor receive that row and do not check it
 again, and results.csv is validated once more when it is read back.
+
+Rows are keyed by run (:class:`~gzipscale.vocabulary.RunKey`: dataset, shape, data
+size). A trial produces the rows of its sizes (:func:`trial_sizes`): one for an
+independent run, every size of the grid for a nested-data trial (``run["eval_at"]``).
+A report that carries ``row_tokens`` and a finite ``val_loss`` is that size's row
+(:func:`reported_row`); it reaches results.csv, the actor and the event log the moment it
+arrives. The first report of a run wins: a trial resumed from an older checkpoint, or a
+driver restored from an older experiment state, may report a row again, and the copy
+changes nothing. When a trial ends, every size it never reported gets a failed row
+(:func:`ended_rows`): its failure's reason, or ``unreported_tokens``.
 """
 
 from __future__ import annotations
@@ -23,12 +33,14 @@ import ray
 import ray.cloudpickle
 from ray import tune
 
+from gzipscale.analysis.positions import positions_name, positions_record
 from gzipscale.analysis.results import (
     ResultRow,
     ResultRowError,
     read_results_csv,
     write_results_csv,
 )
+from gzipscale.helpers import InputError
 from gzipscale.vocabulary import EVENTS_FILE, FAILED, FINISHED, RESULTS_FILE, RunKey
 
 from .storage import RunStore
@@ -66,7 +78,12 @@ def _finite_positive(value) -> bool:
 
 
 def trial_row(
-    trial_id: str, config: Mapping, result: Mapping, status: str = FINISHED, reason: str = ""
+    trial_id: str,
+    config: Mapping,
+    result: Mapping,
+    status: str = FINISHED,
+    reason: str = "",
+    tokens: int | None = None,
 ) -> ResultRow:
     """The ResultRow of a trial's config and one reported result (validated here).
 
@@ -74,27 +91,104 @@ def trial_row(
     ``config["run"]`` (defaults: :data:`CONFIG_DEFAULTS`)
     and from ``result``: ``val_loss`` (NaN if absent; only a failed row may lack it),
     ``step`` (else ``training_iteration``), ``wall_s`` (else Tune's
-    ``time_total_s``) and ``tokens_per_s`` (else 0).
+    ``time_total_s``), ``tokens_per_s`` (else 0) and ``schedule`` (else the run's or the
+    training config's). The row's data size is ``tokens``, else the result's
+    ``row_tokens`` (a nested trial's row), else the config's.
 
     Raises
     ------
     ResultRowError
         A required key is missing or a value is invalid (names the field).
     """
+    train = config.get("train") if isinstance(config.get("train"), Mapping) else {}
     config = config.get("run", config)  # a sweep's trials nest the run under "run"
     row = {k: config[k] for k in CONFIG_KEYS if k in config}
     for key, default in CONFIG_DEFAULTS.items():
         row.setdefault(key, default)
+    if tokens is None:
+        tokens = result.get("row_tokens")
+    if tokens is not None:
+        row["tokens"] = tokens
     row.update(
         trial_id=trial_id,
         val_loss=result.get("val_loss", math.nan),
         step=result.get("step", result.get("training_iteration", 0)),
         wall_s=result.get("wall_s", result.get("time_total_s", 0.0)),
         tokens_per_s=result.get("tokens_per_s", 0.0),
+        schedule=result.get("schedule") or config.get("schedule") or train.get("schedule", ""),
         status=status,
         reason=reason,
     )
     return ResultRow.from_dict(row)
+
+
+def trial_sizes(config: Mapping) -> list[int]:
+    """The data sizes whose rows a trial produces, smallest first: a nested-data trial's
+    ``eval_at`` and its own ``tokens``; an independent run's ``tokens``."""
+    run = config.get("run", config)
+    return sorted({*(int(d) for d in run.get("eval_at") or ()), int(run["tokens"])})
+
+
+def is_nested(config: Mapping) -> bool:
+    return bool(config.get("run", config).get("eval_at"))
+
+
+def row_keys(config: Mapping) -> list[RunKey]:
+    """The results rows (run keys) a trial produces."""
+    run = config.get("run", config)
+    return [RunKey(str(run["dataset"]), str(run["shape"]), d) for d in trial_sizes(run)]
+
+
+def reported_row(trial_id: str, config: Mapping, result: Mapping) -> ResultRow | None:
+    """The row a report carries: one with ``row_tokens`` (a size of this trial) and a
+    finite ``val_loss``; None for progress reports and failures."""
+    size = result.get("row_tokens")
+    if size is None or not _finite_positive(result.get("val_loss")):
+        return None
+    if int(size) not in trial_sizes(config):
+        return None
+    return trial_row(trial_id, config, result, FINISHED, "", int(size))
+
+
+def ended_rows(
+    trial_id: str, config: Mapping, result: Mapping, error: str | None
+) -> list[ResultRow]:
+    """One row per size of a trial that ended (``error`` says why it errored; None: it
+    returned), from its last result.
+
+    A size the trial reported (the final report holds every row in ``rows``) is
+    finished; any other failed, with the trial's error, the run's own failure (its
+    ``status``/``reason``: diverged, too big for the device) or ``unreported_tokens``.
+    """
+    reported: dict[int, Mapping] = {}
+    listed = result.get("rows") or {}
+    for record in listed.values() if isinstance(listed, Mapping) else listed:
+        if isinstance(record, Mapping) and _finite_positive(record.get("val_loss")):
+            reported[int(record["row_tokens"])] = record
+    if result.get("row_tokens") is not None and _finite_positive(result.get("val_loss")):
+        reported.setdefault(int(result["row_tokens"]), {})
+    if result.get("row_tokens") is None and error is None and not is_nested(config):
+        # A run without row reports (an older trainer): its last result is its one row.
+        status, reason = completed_status(result)
+        if status == FINISHED:
+            reported[trial_sizes(config)[-1]] = {}
+    rows = []
+    for size in trial_sizes(config):
+        if size in reported:
+            record = {**result, **reported[size]}
+            rows.append(trial_row(trial_id, config, record, FINISHED, "", size))
+            continue
+        if error is not None:
+            reason = error
+        elif result.get("status") == FAILED:
+            reason = str(result.get("reason") or "the run failed (no reason given)")
+        else:
+            reason = (
+                f"unreported_tokens: the trial ended without reporting the row of {size:,} tokens"
+            )
+        failed = {**result, "val_loss": math.nan}
+        rows.append(trial_row(trial_id, config, failed, FAILED, reason, size))
+    return rows
 
 
 def completed_status(result: Mapping) -> tuple[str, str]:
@@ -166,20 +260,33 @@ class AnalysisCallback(tune.Callback):
 
     Keys read are those of :func:`trial_row`.  A result without a finite
     ``val_loss`` is skipped; a trial that completes without one is reported failed.
+
+    A nested-data trial (``config["run"]["eval_at"]``) makes one run per data size: each
+    row report reaches the actor at once as a run of its own, ended (``run_finished``),
+    under the id ``TRIAL_ID@TOKENS`` (the actor keys runs by trial id), and the sizes the
+    trial never reported end failed when it ends. The first report of a run wins: with
+    ``run_location`` (the sweep's run directory) a run that results.csv already holds
+    as finished is not sent again, nor turned failed, after a driver restart.
     """
 
-    def __init__(self, actor_name: str, namespace: str):
+    def __init__(self, actor_name: str, namespace: str, run_location: str | None = None):
         self.actor_name = actor_name
         self.namespace = namespace
+        self.run_location = run_location
         self._actor = None
         self._pending: list = []
         self._warned: set[str] = set()
+        self._sent: set[RunKey] = set()
 
     def __getstate__(self) -> dict:
-        return {"actor_name": self.actor_name, "namespace": self.namespace}
+        return {
+            "actor_name": self.actor_name,
+            "namespace": self.namespace,
+            "run_location": self.run_location,
+        }
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["actor_name"], state["namespace"])
+        self.__init__(state["actor_name"], state["namespace"], state.get("run_location"))
 
     def setup(self, **info) -> None:
         self._handle()
@@ -187,12 +294,20 @@ class AnalysisCallback(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if not _finite_positive(result.get("val_loss")):
             return  # an intermediate report without a loss: nothing to record
+        if self._nested(trial):
+            row = self._guard(trial, lambda: reported_row(trial.trial_id, trial.config, result))
+            if row is not None and row.key not in self._recorded():
+                self._finish_row(trial, row)
+            return
         row = self._row(trial, result, FINISHED, "")
         if row is not None:
             self._send("add_result", row)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result
+        if self._nested(trial):
+            self._end_rows(trial, None)
+            return
         status, reason = completed_status(result)
         if status == FINISHED:
             row = self._row(trial, result, FINISHED, "")
@@ -202,12 +317,55 @@ class AnalysisCallback(tune.Callback):
             self._send("run_finished", trial.trial_id, row)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if self._nested(trial):
+            self._end_rows(trial, error_reason(trial))
+            return
         result = dict(trial.last_result)
         if not _finite_positive(result.get("val_loss")):
             result["val_loss"] = math.nan
         row = self._row(trial, result, FAILED, error_reason(trial))
         if row is not None:
             self._send("run_finished", trial.trial_id, row)
+
+    # -- nested-data trials: one run per data size ---------------------------------------
+
+    @staticmethod
+    def _nested(trial) -> bool:
+        config = trial.config
+        return isinstance(config, Mapping) and "run" in config and is_nested(config)
+
+    def _recorded(self) -> set[RunKey]:
+        """Runs already sent, or finished in results.csv (the first report won)."""
+        done = set(self._sent)
+        if self.run_location is not None:
+            try:
+                done |= {k for k, r in read_rows(RunStore(self.run_location)).items() if r.finished}
+            except Exception as exc:  # an unreadable table must not stop the feed
+                logger.warning("analysis: cannot read results.csv: %s", exc)
+        return done
+
+    def _end_rows(self, trial, error: str | None) -> None:
+        recorded = self._recorded()
+        rows = self._guard(
+            trial, lambda: ended_rows(trial.trial_id, trial.config, trial.last_result, error)
+        )
+        for row in rows or ():
+            if row.key not in recorded:
+                self._finish_row(trial, row)
+
+    def _finish_row(self, trial, row: ResultRow) -> None:
+        run_id = f"{trial.trial_id}@{row.tokens}"
+        self._sent.add(row.key)
+        self._send("run_finished", run_id, row.replace(trial_id=run_id))
+
+    def _guard(self, trial, make):
+        try:
+            return make()
+        except ResultRowError as exc:
+            if trial.trial_id not in self._warned:
+                self._warned.add(trial.trial_id)
+                logger.warning("analysis: no row for trial %s: %s", trial.trial_id, exc)
+            return None
 
     def on_experiment_end(self, trials, **info) -> None:
         if self._pending:
@@ -293,21 +451,39 @@ def upsert_row(store: RunStore, row: ResultRow) -> None:
     write_rows(store, rows.values())
 
 
-def result_row(trial_id: str, config: Mapping, result: Mapping, error: str | None) -> ResultRow:
-    """The row of a trial that ended: ``error`` says why it errored (None: it returned)."""
-    if error is not None:
-        return trial_row(trial_id, config, {**result, "val_loss": math.nan}, FAILED, error)
-    status, reason = completed_status(result)
-    if status == FAILED:
-        result = {**result, "val_loss": math.nan}
-    return trial_row(trial_id, config, result, status, reason)
+def upsert_rows(store: RunStore, rows: Iterable[ResultRow]) -> list[ResultRow]:
+    """:func:`upsert_row` for several rows in one write; returns the rows it recorded."""
+    have = read_rows(store)
+    recorded = []
+    for row in rows:
+        old = have.get(row.key)
+        if old is not None and old.finished:
+            continue
+        have[row.key] = row
+        recorded.append(row)
+    if recorded:
+        write_rows(store, have.values())
+    return recorded
 
 
 class ResultsTable(tune.Callback):
-    """Writes one results.csv row per run as it finishes or fails for good."""
+    """Writes one results.csv row per run: as its row is reported (a nested-data trial
+    reports one per data size, on the way), and for every size not reported when its
+    trial finishes or fails for good."""
 
     def __init__(self, run_location: str):
         self.run_location = run_location
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        row = reported_row(trial.trial_id, trial.config, result)
+        if row is not None:
+            store = RunStore(self.run_location)
+            upsert_row(store, row)
+            curve = result.get("position_loss")
+            if row.finished and isinstance(curve, Mapping) and "mean" in curve:
+                # Where in its context the run falls short: drawn against the floor.
+                name = positions_name(row.dataset, row.shape, row.tokens)
+                store.write_text(name, positions_record(row, curve))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._record(trial, None)
@@ -316,26 +492,56 @@ class ResultsTable(tune.Callback):
         self._record(trial, error_reason(trial))
 
     def _record(self, trial, error: str | None) -> None:
-        row = result_row(trial.trial_id, trial.config, trial.last_result or {}, error)
-        upsert_row(RunStore(self.run_location), row)
+        rows = ended_rows(trial.trial_id, trial.config, trial.last_result or {}, error)
+        upsert_rows(RunStore(self.run_location), rows)
 
 
-def _describe(trial) -> str:
+def _describe(trial, tokens=None) -> str:
     run = trial.config.get("run", {})
-    return f"{run.get('dataset', '?')} {run.get('shape', '?')} D={run.get('tokens', '?')}"
+    tokens = run.get("tokens", "?") if tokens is None else tokens
+    return f"{run.get('dataset', '?')} {run.get('shape', '?')} D={tokens}"
 
 
 class EventLog(tune.Callback):
     """One line per event in RUN_DIR/events.log, which the live display and ``watch``
-    read; printed directly when the run directory is remote (no file to append to)."""
+    read; printed directly when the run directory is remote (no file to append to).
+
+    A nested-data trial's line names its largest size (``D=``), with every size it
+    trains in the detail of ``started``; each of its rows gets a ``finished`` line as
+    it is reported, and each size it never reported a ``failed`` line when it ends.
+    """
 
     def __init__(self, run_location: str):
         self.run_location = run_location
+        self._logged: set[RunKey] = set()
+
+    def __getstate__(self) -> dict:
+        return {"run_location": self.run_location}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["run_location"])
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._log("started", trial, "")
+        detail = ""
+        if is_nested(trial.config):
+            detail = "nested, sizes " + ",".join(str(d) for d in trial_sizes(trial.config))
+        self._log("started", trial, detail)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if not is_nested(trial.config):
+            return
+        try:
+            row = reported_row(trial.trial_id, trial.config, result)
+        except ResultRowError:
+            return
+        if row is not None and row.key not in self._logged:
+            self._logged.add(row.key)
+            self._log("finished", trial, f"val_loss {row.val_loss:.4f}", row.tokens)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        if is_nested(trial.config):
+            self._log_ended(trial, None)
+            return
         status, reason = completed_status(trial.last_result or {})
         if status == FINISHED:
             self._log("finished", trial, f"val_loss {trial.last_result['val_loss']:.4f}")
@@ -346,10 +552,32 @@ class EventLog(tune.Callback):
         self._log("retrying", trial, error_reason(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        if is_nested(trial.config):
+            self._log_ended(trial, error_reason(trial))
+            return
         self._log("failed", trial, error_reason(trial))
 
-    def _log(self, event: str, trial, detail: str) -> None:
-        line = f"{event:8s} {_describe(trial)}" + (f": {detail}" if detail else "")
+    def _log_ended(self, trial, error: str | None) -> None:
+        try:
+            rows = ended_rows(trial.trial_id, trial.config, trial.last_result or {}, error)
+            table = (
+                read_rows(RunStore(self.run_location)) if RunStore(self.run_location).local else {}
+            )
+        except (ResultRowError, InputError):
+            rows, table = [], {}
+        for row in rows:
+            if row.key in self._logged:
+                continue
+            if not row.finished and row.key in table and table[row.key].finished:
+                continue  # reported before the driver restarted: it stands
+            self._logged.add(row.key)
+            if row.finished:
+                self._log("finished", trial, f"val_loss {row.val_loss:.4f}", row.tokens)
+            else:
+                self._log("failed", trial, row.reason, row.tokens)
+
+    def _log(self, event: str, trial, detail: str, tokens: int | None = None) -> None:
+        line = f"{event:8s} {_describe(trial, tokens)}" + (f": {detail}" if detail else "")
         if not append_event(self.run_location, line):
             print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stdout, flush=True)
 

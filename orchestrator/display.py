@@ -3,7 +3,12 @@
 :func:`render` returns one rich renderable for a console width: a header, one panel per
 grammar (its shape x data-size grid and its current fit), the regression on H once three
 grammars have fits, and the latest events. From 80 columns up; under 110 the grid is
-compact (losses to 2 decimals, no parameter column) and the fit takes two lines.
+compact (losses to 2 decimals, no parameter column). Every fit line is one line at any
+width (shortened with an ellipsis, never wrapped): which kind of fit drives ("E at floor
+0.724" or "free"), α and β with their intervals, and the verdict -- "identified", or a red
+"not identified:" with the first identification flag's sentence.  A frontier exponent from
+a fit that is not identified, or a regressed one outside (0, 1) or resting on unidentified
+fits, is labelled "not a finding".
 
 :class:`PlainReporter` is for logs and pipes: one line per new event and a summary line
 every ``every_s`` seconds, no control codes.
@@ -14,17 +19,20 @@ from __future__ import annotations
 import math
 import time
 
+from rich.cells import cell_len
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from gzipscale.analysis.law import LAW_NAMES
-from gzipscale.vocabulary import FAILED, FINISHED, RUNNING
+from gzipscale.analysis.regression import law_problems
+from gzipscale.vocabulary import FAILED, FINISHED, FLOOR_FIT, RUNNING
 
 from .sweep_state import SweepView
 
 WIDE = 110
+PANEL_CHROME = 4  # a panel's borders and padding, in columns
 EVENTS_SHOWN = 6
 SYMBOLS = {"E": "E", "A": "A", "B": "B", "alpha": "α", "beta": "β"}
 
@@ -105,28 +113,155 @@ def _interval(fit, key: str) -> str:
     return "" if bounds is None else f" [{bounds[0]:.3g}, {bounds[1]:.3g}]"
 
 
-def fit_text(ds, wide: bool) -> Text:
-    """A dataset's fit: the law (with intervals when wide), the frontier exponent with its
-    interval and tokens per parameter, and the bootstrap policy of those intervals."""
-    if not ds.fit:
-        note = ds.note or "waiting for at least 6 finished runs"
-        return Text(f"fit: {note}", style="dim")
-    fit = ds.fit
-    law = "  ".join(
-        f"{SYMBOLS[key]}={_num(getattr(fit.law, key))}{_interval(fit, key) if wide else ''}"
-        for key in LAW_NAMES
-    )
-    frontier = f"a=β/(α+β)={_num(fit.law.n_opt_exponent, '.3f')}{_interval(fit, 'n_opt_exponent')}"
+def _fit_width(text: Text, width: int | None) -> Text:
+    """``text`` cut to ``width`` cells with an ellipsis (a wrapped line in a live display
+    leaves stale rows behind); unchanged when ``width`` is None (plain output)."""
+    if width is not None and text.cell_len > width:
+        text.truncate(width, overflow="ellipsis")
+    return text
+
+
+def _one_line(*parts, width: int | None) -> Text:
+    """One display line from (text, style) parts, never wider than ``width``."""
+    return _fit_width(Text.assemble(*parts, no_wrap=True, overflow="ellipsis"), width)
+
+
+def _first_fitting(candidates: list[str], width: int | None) -> str:
+    """The first (richest) of ``candidates`` that fits ``width``, else the last."""
+    if width is not None:
+        for text in candidates:
+            if cell_len(text) <= width:
+                return text
+    return candidates[-1] if width is not None else candidates[0]
+
+
+def floor_text(floor) -> str:
+    """A dataset's floor as the panels write it: ``floor 0.7241±0.0012``."""
+    return f"floor {floor.nats_per_token:.4g}±{floor.stderr:.2g}"
+
+
+def kind_text(fit) -> str:
+    """Which kind of fit this is: ``E at floor 0.7241`` or ``free``."""
+    if fit.kind == FLOOR_FIT:
+        at = fit.floor.nats_per_token if fit.floor is not None else fit.law.E
+        return f"E at floor {_num(at, '.4g')}"
+    return "free"
+
+
+def fit_problems(fit) -> list[str]:
+    """Every reason ``fit`` is not a finding, as sentences: its identification flags, then
+    what makes its law impossible (a law with a non-positive or non-finite exponent is
+    never shown unflagged, even from a fit without intervals to raise a flag)."""
+    reasons = [flag.sentence for flag in fit.flags]
+    problems = law_problems(fit.law)
+    if problems:
+        reasons.append(f"the law is impossible: {'; '.join(problems.values())}.")
+    return reasons
+
+
+def verdict_text(fit, width: int | None) -> Text:
+    """One line: a green "identified" (with what was fitted), or a red "not identified:"
+    and the first reason, shortened to ``width`` (the count of further reasons kept)."""
+    reasons = fit_problems(fit)
+    if not reasons:
+        facts = [f"{fit.n_points} runs fitted"]
+        if fit.left_at_floor:
+            facts.append(f"{fit.left_at_floor} at floor left out")
+        if not math.isnan(fit.rms_log_residual):
+            facts.append(f"RMS log residual {fit.rms_log_residual:.3f}")
+        if fit.intervals is None:
+            facts.append("α, β unchecked: no bootstrap intervals")
+        return _one_line(("identified", "bold green"), f" ({', '.join(facts)})", width=width)
+    more = len(reasons) - 1
+    suffix = f" (+{more} more flag{'s' * (more > 1)})" if more else ""
+    head = "not identified:"
+    sentence = Text(reasons[0])
+    if width is not None:
+        if width - len(head) - 1 - len(suffix) < 12:
+            suffix = ""  # too narrow for the count: the first reason goes first
+        _fit_width(sentence, max(10, width - len(head) - 1 - len(suffix)))
+    return _one_line((head, "bold red"), " ", sentence, suffix, width=width)
+
+
+def law_text(fit, wide: bool, width: int | None, lead: str = "fit") -> str:
+    """The law on one line: which kind it is, then its free parameters, α and β with
+    their intervals; E, A and B lose their intervals, then A and B their place, as the
+    width shrinks (a free E stays: it is what a floor judges)."""
+    keys = [k for k in LAW_NAMES if not (k == "E" and fit.kind == FLOOR_FIT)]
+
+    def term(key: str, interval: bool) -> str:
+        value = f"{SYMBOLS[key]}={_num(getattr(fit.law, key))}"
+        return value + (_interval(fit, key) if interval else "")
+
+    head = f"{lead} ({kind_text(fit)}): "
+    exponents = {"alpha", "beta"}
+    candidates = [
+        [term(k, True) for k in keys],
+        [term(k, k in exponents) for k in keys],
+        [term(k, k in exponents) for k in keys if k not in ("A", "B")],
+    ]
+    if not wide:
+        candidates = candidates[1:]
+    return _first_fitting([head + "  ".join(c) for c in candidates], width)
+
+
+def compact_law_text(fit, lead: str) -> str:
+    """The law without intervals, A or B: ``vs (free): E=0.41  α=0.12  β=0.3``."""
+    keys = [k for k in LAW_NAMES if k not in ("A", "B")]
+    if fit.kind == FLOOR_FIT:
+        keys.remove("E")
+    terms = "  ".join(f"{SYMBOLS[k]}={_num(getattr(fit.law, k))}" for k in keys)
+    return f"{lead} ({kind_text(fit)}): {terms}"
+
+
+def frontier_text(fit, width: int | None) -> Text:
+    """The frontier exponent, with its interval and tokens per parameter; from a fit that
+    is not identified it is labelled as not a finding (it is a function of α and β)."""
+    a = f"a=β/(α+β)={_num(fit.law.n_opt_exponent, '.3f')}{_interval(fit, 'n_opt_exponent')}"
+    if fit_problems(fit):
+        return _one_line((a, "dim"), ("  not a finding: law not identified", "red"), width=width)
     if fit.frontier is not None:
         tpp = float(fit.frontier.tokens_per_parameter)
-        frontier += f"  D/N={_num(tpp)} at C={float(fit.frontier.C):.0e}"
-    lines = [f"fit: {law}", frontier]
+        a += f"  D/N={_num(tpp)} at C={float(fit.frontier.C):.0e}"
+    return _one_line(a, width=width)
+
+
+def comparison_text(fit, width: int | None) -> Text:
+    """The other kind of fit on one line: its E and exponents (dim), then its verdict
+    shortened to what is left of ``width``."""
+    law = Text(compact_law_text(fit, lead="vs"), style="dim")
+    rest = None if width is None else width - law.cell_len - 3
+    return _fit_width(Text.assemble(law, " · ", verdict_text(fit, rest)), width)
+
+
+def fit_text(ds, wide: bool, width: int | None = None) -> Text:
+    """A dataset's fit, one line each: the law (which kind drives, α and β with their
+    intervals), its verdict, the frontier exponent, the bootstrap policy of the
+    intervals, and the other kind of fit (where both were made). ``width`` (the panel's
+    inside) shortens each line to fit; None leaves them whole (plain output)."""
+    if not ds.fit:
+        note = ds.note or "waiting for at least 6 finished runs"
+        lines = [_one_line((f"fit: {note}", "dim"), width=width)]
+        if ds.comparison is not None:  # the driving kind failed; the other was made
+            lines.append(comparison_text(ds.comparison, width))
+        return Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
+    fit = ds.fit
+    lines = [
+        _one_line(law_text(fit, wide, width), width=width),
+        verdict_text(fit, width),
+        frontier_text(fit, width),
+    ]
     if fit.bootstrap is not None:
-        lines.append(f"intervals: {fit.bootstrap.policy.describe()}")
-    return Text("\n".join(lines))
+        lines.append(_one_line(f"intervals: {fit.bootstrap.policy.describe()}", width=width))
+    other = ds.comparison
+    if other is not None:
+        lines.append(comparison_text(other, width))
+    elif ds.comparison_note:
+        lines.append(_one_line((f"no comparison fit: {ds.comparison_note}", "dim"), width=width))
+    return Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
 
 
-def grammar_panel(view: SweepView, ds, wide: bool) -> Panel:
+def grammar_panel(view: SweepView, ds, wide: bool, width: int | None = None) -> Panel:
     grid = view.grid(ds.name)
     table = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 1))
     table.add_column("shape", style="bold", no_wrap=True)
@@ -141,10 +276,14 @@ def grammar_panel(view: SweepView, ds, wide: bool) -> Panel:
         table.add_row(shape, *([fmt_count(params)] if wide else []), *cells)
     h = f"H={ds.gzip:.3f}" if ds.gzip is not None else "H=…"
     title = f"{ds.name} ({ds.grammar}) {h}"
+    floor = next((f.floor for f in (ds.fit, ds.comparison) if f is not None), None)
+    if floor is not None:
+        title += f" {floor_text(floor)}"
     done = sum(r.state == FINISHED for r in grid.values())
     subtitle = f"{done}/{len(grid)} runs"
+    inside = None if width is None else width - PANEL_CHROME
     return Panel(
-        Group(table, fit_text(ds, wide)),
+        Group(table, fit_text(ds, wide, inside)),
         title=title,
         title_align="left",
         subtitle=subtitle,
@@ -161,10 +300,37 @@ def frontier_shift(regression) -> tuple[float, float, float, float] | None:
     return lo, regression.law_at(lo).n_opt_exponent, hi, regression.law_at(hi).n_opt_exponent
 
 
-def regression_panel(view: SweepView, wide: bool) -> Panel | None:
+def regression_doubts(view: SweepView) -> tuple[list[str], list[str]]:
+    """Why the regression's frontier exponent is not a finding: (where it is impossible,
+    outside (0, 1), with what breaks the law there; which fits behind it are not
+    identified).  Both empty: nothing to doubt."""
+    reg = view.report.regression
+    impossible = []
+    shift = frontier_shift(reg)
+    if shift:
+        lo, a_lo, hi, a_hi = shift
+        for h, a in ((lo, a_lo), (hi, a_hi)):
+            if not 0 < a < 1:  # NaN too
+                why = "; ".join(reg.problems_at(h).values())
+                impossible.append(
+                    f"a = {_num(a, '.3f')} at H={h:.2f} is outside (0, 1)"
+                    + (f": {why}" if why else "")
+                )
+    fits = view.report.datasets
+    behind = [n for n in reg.names if n in fits and fit_problems(fits[n])]
+    unidentified = []
+    if behind:
+        unidentified.append(
+            f"{len(behind)} of {len(reg.names)} fits behind it not identified ({', '.join(behind)})"
+        )
+    return impossible, unidentified
+
+
+def regression_panel(view: SweepView, wide: bool, width: int | None = None) -> Panel | None:
     reg = view.report.regression if view.report else None
     note = view.report.regression_note if view.report else None
     fitted = sum(1 for d in view.datasets if d.fit)
+    inside = None if width is None else width - PANEL_CHROME
     if reg is None:
         if fitted >= 3 and note:
             return Panel(Text(note, style="dim"), title="regression on H")
@@ -179,19 +345,47 @@ def regression_panel(view: SweepView, wide: bool) -> Panel | None:
             f"{abs(t.slope):.3g}·H   p={_num(t.pvalue, '.2g')}"
             + (f"  R²={_num(t.r_squared, '.2f')}" if wide else "")
         )
+    if wide:  # the five parameters three to a line
+        lines = ["   ".join(lines[:3]), "   ".join(lines[3:])]
+    body = [_one_line(line, width=inside) for line in lines]
     shift = frontier_shift(reg)
     if shift:
         lo, a_lo, hi, a_hi = shift
-        lines.append(
-            f"frontier exponent a = β/(α+β): {a_lo:.3f} at H={lo:.2f} → {a_hi:.3f} at H={hi:.2f}"
-            + ("  (more data per parameter as H grows)" if a_hi < a_lo else "")
+        impossible, unidentified = regression_doubts(view)
+        values = (
+            f"frontier exponent a = β/(α+β): {_num(a_lo, '.3f')} at H={lo:.2f} → "
+            f"{_num(a_hi, '.3f')} at H={hi:.2f}"
         )
-    if wide:  # the five parameters three to a line, then the frontier shift
-        terms, rest = lines[:5], lines[5:]
-        body = "\n".join(["   ".join(terms[:3]), "   ".join(terms[3:]), *rest])
-    else:
-        body = "\n".join(lines)
-    return Panel(Text(body), title=f"regression on H ({len(reg.H)} grammars)", title_align="left")
+        if impossible or unidentified:
+            body.append(_one_line((values, "dim"), width=inside))
+            for why in impossible + unidentified:
+                body.append(_one_line(("  not a finding: ", "bold red"), why, width=inside))
+        else:
+            more = "  (more data per parameter as H grows)" if a_hi < a_lo else ""
+            body.append(_one_line(values + more, width=inside))
+    return Panel(
+        Text("\n", no_wrap=True, overflow="ellipsis").join(body),
+        title=f"regression on H ({len(reg.H)} grammars)",
+        title_align="left",
+    )
+
+
+def regression_line(view: SweepView) -> str | None:
+    """The regression's frontier exponent as one plain line (with why it is not a
+    finding, when it is not), or None before there is a regression."""
+    reg = view.report.regression if view.report else None
+    shift = frontier_shift(reg) if reg is not None else None
+    if not shift:
+        return None
+    lo, a_lo, hi, a_hi = shift
+    line = (
+        f"  regression on H ({len(reg.H)} grammars): frontier exponent a = β/(α+β) "
+        f"{_num(a_lo, '.3f')} at H={lo:.2f} → {_num(a_hi, '.3f')} at H={hi:.2f}"
+    )
+    impossible, unidentified = regression_doubts(view)
+    for why in impossible + unidentified:
+        line += f"; not a finding: {why}"
+    return line
 
 
 def events_panel(view: SweepView, width: int) -> Panel:
@@ -210,8 +404,8 @@ def events_panel(view: SweepView, width: int) -> Panel:
 def render(view: SweepView, width: int):
     wide = width >= WIDE
     parts = [header_text(view)]
-    parts += [grammar_panel(view, ds, wide) for ds in view.datasets]
-    reg = regression_panel(view, wide)
+    parts += [grammar_panel(view, ds, wide, width) for ds in view.datasets]
+    reg = regression_panel(view, wide, width)
     if reg is not None:
         parts.append(reg)
     parts.append(events_panel(view, width))
@@ -241,6 +435,13 @@ class PlainReporter:
             for ds in view.datasets:
                 grid = view.grid(ds.name)
                 done = sum(r.state == FINISHED for r in grid.values())
-                fit = fit_text(ds, wide=True).plain.replace("\n", " ")
+                lines = fit_text(ds, wide=True).plain.split("\n")
+                fit = "; ".join(line.strip() for line in lines)
                 h = f"{ds.gzip:.3f}" if ds.gzip is not None else "?"
+                floor = next((f.floor for f in (ds.fit, ds.comparison) if f is not None), None)
+                if floor is not None:
+                    h += f" {floor_text(floor)}"
                 self.write(f"  {ds.name} H={h}: {done}/{len(grid)} runs; {fit}")
+            line = regression_line(view)
+            if line is not None:
+                self.write(line)

@@ -61,7 +61,10 @@ PRESETS: dict[str, dict] = {
         "train": {**TINY_TRAIN, "vocab_size": 301},
     },
     # The paper's main series (Pandey 2024) with its six shapes at vocabulary
-    # 32001 and its data sizes, trained as the paper did; for a GPU cluster.
+    # 32001 and its data sizes, trained as the paper did; for a GPU cluster. Nested data:
+    # at the paper's constant learning rate a smaller size's run is exactly the first
+    # part of the largest one, so one trial per (grammar, shape) gives all six rows, the
+    # same results for 1.76x fewer training tokens.
     "paper": {
         "name": "paper",
         "grammars": [
@@ -77,6 +80,7 @@ PRESETS: dict[str, dict] = {
         "eval_tokens": 131_072,
         "train": {"preset": "paper", "vocab_size": 32001, "checkpoint_every": 500},
         "resources": {"gpu": "yes", "cpus_per_trial": 2, "gpu_fraction": 0.25},
+        "nested": True,
     },
 }
 

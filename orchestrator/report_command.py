@@ -37,6 +37,7 @@ def _report_command(args: argparse.Namespace) -> str:
     """This command, spelled canonically: what the report says made it."""
     from gzipscale.vocabulary import BOOTSTRAP_RESAMPLES as DEFAULT_BOOTSTRAP
     from gzipscale.vocabulary import BOOTSTRAP_SEED as DEFAULT_SEED
+    from gzipscale.vocabulary import DEFAULT_LAW_CHOICE
     from gzipscale.vocabulary import REFERENCE_BUDGET as DEFAULT_BUDGET
 
     words = ["gzipscale", "report", str(args.run_dir), "--reproduction", str(args.reproduction)]
@@ -48,6 +49,8 @@ def _report_command(args: argparse.Namespace) -> str:
         words += ["--seed", str(args.seed)]
     if args.budget != DEFAULT_BUDGET:
         words += ["--budget", f"{args.budget:g}"]
+    if args.law != DEFAULT_LAW_CHOICE:
+        words += ["--law", args.law]
     return " ".join(words)
 
 
@@ -68,6 +71,7 @@ def cmd_reproduction(args: argparse.Namespace) -> int:
         seed=args.seed,
         budget=args.budget,
         report_command=_report_command(args),
+        law_choice=args.law,
     )
     if args.json:
         print(json.dumps(json_safe(result), indent=2, allow_nan=False))
@@ -91,7 +95,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.series is not None:
         raise InputError("--series goes with --reproduction FILE.md")
     result = build_report(
-        args.run_dir, args.out, bootstrap=args.bootstrap, seed=args.seed, budget=args.budget
+        args.run_dir,
+        args.out,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        budget=args.budget,
+        law_choice=args.law,
     )
     if args.json:
         print(json.dumps(json_safe(result), indent=2, allow_nan=False))

@@ -10,6 +10,10 @@ Example::
     shapes = ["tiny-1", "tiny-2", "tiny-3"]
     data_sizes = ["25K", "100K", "400K"]
     eval_tokens = "128K"
+    nested = false          # true: one trial per (grammar, shape) trains to the largest
+                            # size and reports every size's row on the way (train.schedule
+                            # constant or wsd)
+    order = "longest-first" # or "cheapest-first": which trials start first
 
     [[grammars]]
     grammar = "20,300,5,10"
@@ -47,6 +51,11 @@ from gzipscale.vocabulary import DEFAULT_CONTEXT_LENGTH, EVAL_TOKENS, SAMPLER_MO
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 GPU_MODES = ("auto", "yes", "no")
+# Which trials start first: the longest (largest trained N·D), so that the sweep does not
+# end with one long trial running alone; or the cheapest, so that a sweep stopped early
+# already has the small runs of every grammar.
+ORDERS = ("longest-first", "cheapest-first")
+NESTABLE_SCHEDULES = ("constant", "wsd")
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,10 @@ class SweepSpec:
     context_length: int = DEFAULT_CONTEXT_LENGTH
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 2  # retries of a trial that crashed (not of a diverged run)
+    # Nested data: one trial per (grammar, shape), trained to the largest data size, that
+    # reports the row of every smaller size as it passes it (trainers.train, eval_at).
+    nested: bool = False
+    order: str = "longest-first"  # one of ORDERS
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
@@ -139,6 +152,15 @@ class SweepSpec:
         check_int_field("eval_tokens", self.eval_tokens, self.context_length, 10**12)
         check_int_field("context_length", self.context_length, 2, 1 << 20)
         check_int_field("max_failures", self.max_failures, -1, 1000)
+        if not isinstance(self.nested, bool):
+            raise SpecError(f"field 'nested' must be true or false, got {self.nested!r}")
+        check_choice("order", self.order, ORDERS)
+        if self.nested and self.train.schedule not in NESTABLE_SCHEDULES:
+            raise SpecError(
+                f"field 'nested': the {self.train.schedule} schedule decays over a run's whole "
+                "length, so a smaller data size partway through is not a run of that size; set "
+                'train.schedule = "wsd" (warmup-stable-decay) or "constant", or nested = false'
+            )
         if self.train.eval_tokens != self.eval_tokens:
             object.__setattr__(
                 self, "train", self.train.with_overrides(eval_tokens=self.eval_tokens)
@@ -166,6 +188,8 @@ class SweepSpec:
             "context_length": self.context_length,
             "resources": asdict(self.resources),
             "max_failures": self.max_failures,
+            "nested": self.nested,
+            "order": self.order,
         }
 
     @classmethod
@@ -201,6 +225,8 @@ class SweepSpec:
             context_length=d.get("context_length", 256),
             resources=Resources(**resources),
             max_failures=d.get("max_failures", 2),
+            nested=d.get("nested", False),
+            order=d.get("order", ORDERS[0]),
         )
 
     @classmethod
@@ -218,13 +244,31 @@ class SweepSpec:
         return cls.from_dict(data)
 
     def differences(self, other: dict) -> list[str]:
-        """How a saved spec dict ``other`` differs from this one."""
-        return spec_differences(other, self.to_dict())
+        """How a saved spec dict ``other`` differs from this one.
+
+        ``other`` is read as a spec first (:func:`normalised`): a sweep.json written before
+        a setting existed (``train.cooldown_fraction``, ``nested``, ``order``) has that
+        setting at its default, so an old run directory still resumes."""
+        return spec_differences(normalised(other), self.to_dict())
 
     def renamed(self, name: str) -> SweepSpec:
-        d = self.to_dict()
-        d["name"] = name
+        return self.with_changes(name=name)
+
+    def with_changes(self, train: dict | None = None, **changes) -> SweepSpec:
+        """A copy with top-level fields ``changes`` and training settings ``train``,
+        checked like any new spec (e.g. ``nested=True, train={"schedule": "wsd"}``)."""
+        d = {**self.to_dict(), **changes}
+        d["train"] = {**d["train"], **(train or {})}
         return SweepSpec.from_dict(d)
+
+
+def normalised(d: dict) -> dict:
+    """A saved spec dict as this version writes it (settings it lacks at their defaults);
+    as it is when it is no longer a valid spec (the differences then say why)."""
+    try:
+        return SweepSpec.from_dict(d).to_dict()
+    except (SpecError, TypeError, ValueError, KeyError, AttributeError):
+        return d
 
 
 def _no_unknown(d: dict, known: set[str], where: str) -> None:

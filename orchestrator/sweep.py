@@ -4,7 +4,8 @@ The run directory ``STORAGE/NAME`` holds::
 
     sweep.json          the resolved spec; another spec under the same name is refused
     data/<dataset>/     one dataset per grammar, at the sweep's largest data size
-    results.csv         one row per finished or failed run, written as runs end
+    results.csv         one row per finished or failed run, written as each run's row
+                        is reported (a nested-data trial reports one per data size)
     events.log          one line per event (started, finished, retrying, failed)
     report/             fits, tables and figures, written when the sweep ends
     tuner.pkl, experiment_state-*.json, <trial dirs>/   Ray Tune's state (restore)
@@ -12,6 +13,11 @@ The run directory ``STORAGE/NAME`` holds::
 Running the same command again resumes: complete datasets are reused, ``Tuner.restore``
 re-runs only unfinished trials from their last checkpoints, and results.csv is keyed
 by run, so nothing is lost or duplicated.
+
+With ``spec.nested`` a trial is a (grammar, shape) trained to the largest data size that
+reports every size's row on the way; otherwise a trial is one run. Either way a run is
+one results row (:class:`~orchestrator.plan.PlannedRun`), and a trial produces the rows
+of its sizes (:func:`~orchestrator.callbacks.row_keys`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from gzipscale.helpers import UserError
 from gzipscale.vocabulary import (
     ACTOR_NAMESPACE,
     FAILED,
+    FINISHED,
     RESULTS_FILE,
     SWEEP_SPEC_FILE,
     RunKey,
@@ -39,11 +46,12 @@ from .callbacks import (
     EventLog,
     ResultsTable,
     append_event,
+    ended_rows,
     read_rows,
-    result_row,
-    upsert_row,
+    row_keys,
+    upsert_rows,
 )
-from .plan import PlannedRun, plan_runs, plan_summary
+from .plan import PlannedTrial, plan_summary, plan_trials, runs_of
 from .spec import SweepSpec
 from .storage import RunStore, join, resolve_storage
 
@@ -62,6 +70,7 @@ class SweepOutcome:
     report: str | None
     report_note: str
     wall_s: float
+    trials: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -158,10 +167,10 @@ def prepare_data(
     return out
 
 
-def trial_configs(runs: list[PlannedRun], datasets: dict) -> list[dict]:
-    """Each planned run with its dataset's location and H (known after stage 1)."""
+def trial_configs(trials: list[PlannedTrial], datasets: dict) -> list[dict]:
+    """Each planned trial with its dataset's location and H (known after stage 1)."""
     configs = []
-    for r in runs:
+    for r in trials:
         run = r.to_dict()
         run["gzip"] = datasets[r.dataset]["gzip"]
         run["floor"] = datasets[r.dataset].get("floor", math.nan)
@@ -222,8 +231,10 @@ def _tuner(
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # In this order: the actor's feed reads results.csv to tell a row's first
+            # report from a replayed one, before the table records it.
             callbacks=[
-                AnalysisCallback(actor_name(spec.name), ACTOR_NAMESPACE),
+                AnalysisCallback(actor_name(spec.name), ACTOR_NAMESPACE, run_location),
                 ResultsTable(run_location),
                 EventLog(run_location),
                 *callbacks,
@@ -234,43 +245,48 @@ def _tuner(
     return tuner, False
 
 
+def _ended(metrics: dict) -> bool:
+    """Whether a trial's last result is its end: its final report (finished or failed),
+    or, from a trainer before row reports, any result with a loss."""
+    status = metrics.get("status")
+    return status in (FINISHED, FAILED) or (status is None and "val_loss" in metrics)
+
+
 def reconcile(store: RunStore, grid) -> None:
     """Make results.csv agree with Tune's final state: a run that ended while the driver
-    was down (or whose row write was cut off) still gets exactly one row."""
+    was down (or whose row write was cut off) still gets exactly one row, and every size
+    of a trial that ended gets its row (reported, or failed: see ``ended_rows``)."""
     have = read_rows(store)
     for result in grid:
         config = result.config or {}
         if "run" not in config:
             continue
-        key = _run_key(config["run"])
-        metrics = result.metrics or {}
-        if key in have:
+        if all(key in have for key in row_keys(config["run"])):
             continue
+        metrics = result.metrics or {}
         error = None
         if result.error is not None:
             error = (
                 f"{type(result.error).__name__}: {str(result.error).strip().splitlines()[-1][:300]}"
             )
-        elif "val_loss" not in metrics and metrics.get("status") != "failed":
-            continue  # never started (an interrupted sweep): no row yet
-        row = result_row(metrics.get("trial_id", ""), config, metrics, error)
-        upsert_row(store, row)
-
-
-def _run_key(run: dict) -> RunKey:
-    return RunKey.of(run)
+        elif not _ended(metrics):
+            continue  # never started, or interrupted (an interrupted sweep): no row yet
+        rows = ended_rows(metrics.get("trial_id", ""), config, metrics, error)
+        upsert_rows(store, [row for row in rows if row.key not in have])
 
 
 def runs_unknown_to_tune(configs: list[dict], grid, rows: dict) -> list[dict]:
-    """The planned runs that neither have a row nor a trial in ``grid``.
+    """The planned trials that neither have their rows nor a trial in ``grid``.
 
     Empty while any trial Tune knows of is unfinished (an interrupted sweep): those
-    runs, and the unknown ones, wait for the next session.
+    trials, and the unknown ones, wait for the next session.
     """
-    known = {_run_key(r.config["run"]) for r in grid if r.config and "run" in r.config}
+    known = {k for r in grid if r.config and "run" in r.config for k in row_keys(r.config["run"])}
     if known - set(rows):
         return []
-    return [c for c in configs if _run_key(c) not in known and _run_key(c) not in rows]
+    return [
+        c for c in configs if not known & set(row_keys(c)) and not set(row_keys(c)) <= set(rows)
+    ]
 
 
 def write_report(store: RunStore) -> tuple[str | None, str]:
@@ -294,7 +310,7 @@ def write_report(store: RunStore) -> tuple[str | None, str]:
 
 def dry_run(spec: SweepSpec) -> dict:
     use_gpu = spec.resources.gpu == "yes"
-    return plan_summary(spec, plan_runs(spec, use_gpu), use_gpu)
+    return plan_summary(spec, use_gpu)
 
 
 def run_sweep(
@@ -324,12 +340,14 @@ def run_sweep(
     existed = check_spec(store, spec)
     ensure_ray(address)
     use_gpu = decide_gpu(spec)
-    runs = plan_runs(spec, use_gpu)
+    trials = plan_trials(spec, use_gpu)
+    runs = [run for trial in trials for run in runs_of(trial, spec)]
     if not existed:
         store.write_text(SWEEP_SPEC_FILE, json.dumps(spec.to_dict(), indent=2) + "\n")
+    nested = f", {len(trials)} nested-data trials" if spec.nested else ""
     say(
         f"sweep {spec.name}: {len(runs)} runs ({len(spec.grammars)} grammars x "
-        f"{len(spec.shapes)} shapes x {len(spec.data_sizes)} sizes) in {run_location}"
+        f"{len(spec.shapes)} shapes x {len(spec.data_sizes)} sizes{nested}) in {run_location}"
         + (" (resuming)" if existed else "")
     )
 
@@ -340,7 +358,7 @@ def run_sweep(
 
     options = {"resources": {"head": 0.001}} if "head" in ray.cluster_resources() else {}
     get_or_create_analysis_actor(actor_name(spec.name), ACTOR_NAMESPACE, **options)
-    configs = trial_configs(runs, datasets)
+    configs = trial_configs(trials, datasets)
     tuner, restored = _tuner(
         spec, configs, storage, run_location, use_gpu, callbacks or [], trainable
     )
@@ -354,7 +372,7 @@ def run_sweep(
             # Tune resumes only the trials its search-algorithm snapshot knew of; a driver
             # killed before that snapshot reached storage leaves runs no trial will ever
             # run. They have no checkpoints, so a fresh experiment over them loses nothing.
-            say(f"{len(unknown)} runs were not in Tune's snapshot; starting them afresh")
+            say(f"{len(unknown)} trials were not in Tune's snapshot; starting them afresh")
             tuner, _ = _tuner(
                 spec,
                 unknown,
@@ -383,4 +401,5 @@ def run_sweep(
         report=report,
         report_note=note,
         wall_s=time.perf_counter() - start,
+        trials=len(trials),
     )

@@ -18,6 +18,18 @@ def load_spec(args: argparse.Namespace):
     if bool(args.preset) == bool(args.spec):
         raise SpecError("give exactly one of --preset NAME or --spec FILE")
     spec = preset_spec(args.preset) if args.preset else SweepSpec.load(args.spec)
+    changes: dict = {}
+    if getattr(args, "nested", None) is not None:
+        changes["nested"] = args.nested
+    if getattr(args, "order", None):
+        changes["order"] = args.order
+    train = {}
+    if getattr(args, "schedule", None):
+        train["schedule"] = args.schedule
+    if getattr(args, "cooldown_fraction", None) is not None:
+        train["cooldown_fraction"] = args.cooldown_fraction
+    if changes or train:
+        spec = spec.with_changes(train=train, **changes)
     if args.name:
         spec = spec.renamed(args.name)
     return spec
@@ -37,31 +49,76 @@ def print_plan(summary: dict, as_json: bool) -> None:
     from rich.table import Table
 
     console = make_console(stderr=False)
+    nested = summary["nested"]
+    what = (
+        f"{summary['runs']} runs in {summary['trials']} nested-data trials "
+        f"(schedule {summary['schedule']})"
+        if nested
+        else f"{summary['runs']} runs"
+    )
     table = Table(
-        title=f"sweep {summary['name']}: {summary['runs']} runs, cheapest first",
+        title=f"sweep {summary['name']}: {what}, {summary['order'].replace('-', ' ')}",
         title_justify="left",
     )
-    for col in ("#", "dataset", "shape", "params", "tokens", "FLOPs", "resources"):
+    size_col = "sizes" if nested else "tokens"
+    columns = ["#", "dataset", "shape", "params", size_col, "trained tokens", "FLOPs", "resources"]
+    for col in columns:
         table.add_column(
-            col, justify="right" if col in ("#", "params", "tokens", "FLOPs") else "left"
+            col,
+            justify="right"
+            if col in ("#", "params", "tokens", "trained tokens", "FLOPs")
+            else "left",
         )
-    for i, r in enumerate(summary["plan"], 1):
+    for i, t in enumerate(summary["trial_plan"], 1):
+        sizes = [*t["eval_at"], t["tokens"]]
         table.add_row(
             str(i),
-            r["dataset"],
-            r["shape"],
-            f"{r['params']:,}",
-            f"{r['tokens']:,}",
-            _fmt_flops(r["flops"]),
-            r["resources"],
+            t["dataset"],
+            t["shape"],
+            f"{t['params']:,}",
+            f"{len(sizes)}: {format_size_short(sizes[0])}–{format_size_short(sizes[-1])}"
+            if nested
+            else f"{t['tokens']:,}",
+            f"{t['trained_tokens']:,}",
+            _fmt_flops(t["flops"]),
+            t["resources"],
         )
     console.print(table)
     console.print(
-        f"total compute {_fmt_flops(summary['total_flops'])} FLOPs (6·N·D); largest run "
-        f"{_fmt_flops(summary['largest_run_flops'])}; GPUs: {'yes' if summary['use_gpu'] else 'no'}\n"
+        f"total compute {_fmt_flops(summary['total_flops'])} FLOPs (6·N·D) on "
+        f"{summary['total_tokens']:,} training tokens; largest trial "
+        f"{_fmt_flops(summary['largest_run_flops'])}; "
+        f"GPUs: {'yes' if summary['use_gpu'] else 'no'}\n"
         f"estimated GPU-hours: {summary['gpu_hours_estimate']:.1f} "
         f"({summary['gpu_hours_assumption']})"
     )
+    modes = summary["modes"]
+    ind, nes = modes["independent"], modes["nested"]
+    console.print(
+        "the same grid both ways:\n"
+        f"  independent runs ({ind['schedule']}): {ind['trials']} trials, {ind['tokens']:,} "
+        f"tokens, {_fmt_flops(ind['flops'])} FLOPs, {ind['gpu_hours_estimate']:.1f} GPU-hours\n"
+        f"  nested data ({nes['schedule']}"
+        + (f", cooldown {nes['cooldown_fraction']:g}" if nes["schedule"] == "wsd" else "")
+        + f"): {nes['trials']} trials, {nes['tokens']:,} tokens, {_fmt_flops(nes['flops'])} "
+        f"FLOPs, {nes['gpu_hours_estimate']:.1f} GPU-hours\n"
+        f"  nested trains {modes['saving']:.2f}x fewer tokens"
+    )
+    if "nested_wsd" in modes:
+        w = modes["nested_wsd"]
+        console.print(
+            f"  nested data (wsd, cooldown {w['cooldown_fraction']:g}): {w['trials']} trials, "
+            f"{w['tokens']:,} tokens, {_fmt_flops(w['flops'])} FLOPs, "
+            f"{w['gpu_hours_estimate']:.1f} GPU-hours ({modes['saving_wsd']:.2f}x fewer tokens)"
+        )
+
+
+def format_size_short(n: int) -> str:
+    """A token count for a narrow column: 16384 -> 16.4K, 100000000 -> 100M."""
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return str(n)
 
 
 def _quiet_tune() -> None:
@@ -115,7 +172,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         print(
             f"sweep {spec.name}: {outcome.finished} finished, {len(outcome.failed)} failed, "
-            f"{outcome.missing} not run, of {outcome.runs}, in {outcome.wall_s:.0f} s\n"
+            f"{outcome.missing} not run, of {outcome.runs}"
+            + (f" ({outcome.trials} nested-data trials)" if spec.nested else "")
+            + f", in {outcome.wall_s:.0f} s\n"
             f"results: {os.path.join(outcome.run_dir, 'results.csv')}"
         )
         for row in outcome.failed:

@@ -31,7 +31,7 @@ from gzipscale.vocabulary import (
     SWEEP_SPEC_FILE,
 )
 
-from .plan import plan_runs
+from .plan import plan_trials, runs_of
 from .spec import SweepSpec
 
 EVENT_LINE = re.compile(r"^(\S+) (\S+)\s+(\S+) (\S+) D=(\d+)(?:: (.*))?$")
@@ -54,6 +54,8 @@ class RunView:
     steps: int = 0
     retries: int = 0
     reason: str = ""
+    # A nested-data trial's rows count their progress in tokens: ``step`` is how far its
+    # trunk has trained, capped at the row's size, and ``steps`` the size.
 
     @property
     def progress(self) -> float:
@@ -70,6 +72,8 @@ class DatasetView:
     gzip: float | None
     fit: DatasetFit | None = None  # the law, its intervals and their policy, the frontier
     note: str = ""  # why there is no fit
+    comparison: DatasetFit | None = None  # the other kind of fit, where both were made
+    comparison_note: str = ""  # why the other kind could not be made
 
 
 @dataclass
@@ -145,12 +149,13 @@ def _last_json_line(path: Path) -> dict | None:
         return None
 
 
-# Tune writes a trial's params.json once; its run key never changes.
+# Tune writes a trial's params.json once; its run keys never change.
 _TRIAL_KEYS: dict[Path, tuple] = {}
 
 
 def _trial_dirs(run_dir: Path):
-    """(trial directory, run key, dataset H) for every Tune trial directory."""
+    """(trial directory, run keys, dataset H, nested) for every Tune trial directory: the
+    keys of every row it produces (several for a nested-data trial)."""
     if not run_dir.is_dir():
         return
     for trial_dir in run_dir.iterdir():
@@ -162,10 +167,11 @@ def _trial_dirs(run_dir: Path):
                 run = json.loads(params.read_text()).get("run", {})
             except ValueError:
                 continue  # half-written: read it again next time
-            key = (run.get("dataset"), run.get("shape"), run.get("tokens"))
-            _TRIAL_KEYS[trial_dir] = (key, run.get("gzip"))
-        key, gzip = _TRIAL_KEYS[trial_dir]
-        yield trial_dir, key, gzip
+            sizes = sorted({*(run.get("eval_at") or ()), run.get("tokens")} - {None})
+            keys = [(run.get("dataset"), run.get("shape"), d) for d in sizes]
+            _TRIAL_KEYS[trial_dir] = (keys, run.get("gzip"), bool(run.get("eval_at")))
+        keys, gzip, nested = _TRIAL_KEYS[trial_dir]
+        yield trial_dir, keys, gzip, nested
 
 
 def read_events(run_dir: Path) -> list[str]:
@@ -187,12 +193,18 @@ def collect(
     if not spec_path.exists():
         raise FileNotFoundError(f"{run_dir} is not a sweep run directory (no {SWEEP_SPEC_FILE})")
     spec = SweepSpec.from_dict(json.loads(spec_path.read_text()))
-    planned = plan_runs(spec, use_gpu=False)
+    trials = plan_trials(spec, use_gpu=False)
+    planned = [run for trial in trials for run in runs_of(trial, spec)]
     runs = {
         (p.dataset, p.shape, p.tokens): RunView(
             p.run_id, p.dataset, p.grammar, p.shape, p.params, p.tokens, p.flops
         )
         for p in planned
+    }
+    # An event names a trial by its largest size; it stands for every row of the trial.
+    rows_of = {
+        (t.dataset, t.shape, t.tokens): [runs[(t.dataset, t.shape, d)] for d in t.sizes]
+        for t in trials
     }
     h: dict[str, float] = {}
 
@@ -211,16 +223,14 @@ def collect(
             continue
         last_event = _iso(m.group(1)) or last_event
         key = (m.group(3), m.group(4), int(m.group(5)))
-        run = runs.get(key)
-        if run is None:
-            continue
         event = m.group(2)
-        if event == "started" and run.state == PENDING:
-            run.state = RUNNING
-        elif event == "retrying":
-            run.retries += 1
-            run.state = RUNNING
-            run.reason = m.group(6) or ""
+        for run in rows_of.get(key, [runs[key]] if key in runs else []):
+            if event == "started" and run.state == PENDING:
+                run.state = RUNNING
+            elif event == "retrying" and run.state in (PENDING, RUNNING):
+                run.retries += 1
+                run.state = RUNNING
+                run.reason = m.group(6) or ""
 
     # Ended runs: results.csv is the truth (applied last, over the events).
     ended = []
@@ -230,17 +240,25 @@ def collect(
 
     # Progress of the other trials: the last result Tune wrote for each. The display
     # calls this twice a second, so ended runs' files are not read at all.
-    for trial_dir, key, gzip in _trial_dirs(run_dir):
-        run = runs.get(key)
-        if run is None:
+    for trial_dir, keys, gzip, nested in _trial_dirs(run_dir):
+        mine = [(key, runs[key]) for key in keys if key in runs]
+        if not mine:
             continue
         if gzip is not None:
-            h.setdefault(run.dataset, gzip)
-        if key in ended_keys:
+            h.setdefault(mine[0][1].dataset, gzip)
+        open_rows = [(key, run) for key, run in mine if key not in ended_keys]
+        if not open_rows:
             continue
         last = _last_json_line(trial_dir / "result.json")
-        if last:
-            run.step, run.steps = int(last.get("step", 0) or 0), int(last.get("steps", 0) or 0)
+        if not last:
+            continue
+        for _, run in open_rows:
+            if nested:  # the trunk's tokens against each row's size
+                seen = int(last.get("tokens_seen", 0) or 0)
+                run.step, run.steps = min(seen, run.tokens), run.tokens
+            else:
+                run.step = int(last.get("step", 0) or 0)
+                run.steps = int(last.get("steps", 0) or 0)
             if run.state == PENDING:
                 run.state = RUNNING
 
@@ -264,6 +282,8 @@ def collect(
         if fits is not None:
             view.fit = fits.datasets.get(name)
             view.note = fits.skipped.get(name, "")
+            view.comparison = fits.comparison.get(name)
+            view.comparison_note = fits.comparison_skipped.get(name, "")
         datasets.append(view)
 
     return SweepView(

@@ -1,7 +1,10 @@
 """The Ray Tune trainable: one planned run, through the trainers' single training function.
 
-Tune calls :func:`train_trial` with ``config = {"run": PlannedRun dict plus the dataset's
+Tune calls :func:`train_trial` with ``config = {"run": PlannedTrial dict plus the dataset's
 location and H, "train": TrainConfig dict, "train_storage": where Ray Train keeps runs}``.
+A nested-data trial (``run["eval_at"]`` not empty) trains to ``run["tokens"]`` and reports
+the row of each smaller size on the way (:mod:`trainers.train`); the callbacks record each
+row as it arrives.
 The run trains in the trial process (one device, :class:`trainers.session.TuneSession`), or, for ``workers > 1``, in a Ray Train ``TorchTrainer`` that the
 trial launches and waits for (DDP over GPUs); both call :func:`trainers.train.train_run`.
 
@@ -34,7 +37,9 @@ def run_spec(config: dict) -> RunSpec:
     train = TrainConfig.from_dict(config["train"]).with_overrides(
         device="cuda" if run["gpus"] > 0 or run["workers"] > 1 else "cpu"
     )
-    return RunSpec(str(data), run["shape"], run["tokens"], train)
+    # A nested-data trial (spec.nested) also reports the row of every smaller size.
+    eval_at = tuple(int(d) for d in run.get("eval_at") or ())
+    return RunSpec(str(data), run["shape"], run["tokens"], train, eval_at)
 
 
 def train_trial(config: dict) -> None:

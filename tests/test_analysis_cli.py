@@ -108,8 +108,18 @@ def test_fit_json_shape_and_recovers_exponents(fit_json):
         "skipped",
         "regression",
         "regression_note",
+        "law_choice",
+        "comparison",
+        "comparison_skipped",
+        "floor_regression",
+        "floor_regression_note",
     }
     assert fit_json["bootstrap"] == {"resamples": 20, "seed": 3, "level": 0.95}
+    # A table without floors: free fits only, nothing to compare, no floor regression.
+    assert fit_json["law_choice"] == "floor"
+    assert fit_json["comparison"] == {}
+    assert fit_json["floor_regression"] is None
+    assert all(d["kind"] == "free" and d["floor"] is None for d in fit_json["datasets"].values())
     assert list(fit_json["datasets"]) == list(H_VALUES)
     for name, h in H_VALUES.items():
         d = fit_json["datasets"][name]
@@ -347,7 +357,14 @@ def test_predict_from_uniform_tokens(table, tmp_path, capsys):
     assert set(law) == {"E", "A", "B", "alpha", "beta", "n_opt_exponent", "d_opt_exponent"}
     truth = law_at(H)
     assert law["alpha"] == pytest.approx(truth.alpha, abs=0.06)
-    assert report["interval"] == "95% interval, 2000 draws of the regression coefficients, seed 0"
+    assert report["interval"] == "95% interval, 2000 of 2000 regression draws valid, seed 0"
+    assert report["valid"] and report["reason"] is None and report["problems"] == {}
+    assert report["law"] == report["point"]
+    assert report["draws"] == {"n": 2000, "valid": 2000, "level": 0.95, "seed": 0}
+    assert report["extrapolation"]["outside"] is False
+    assert report["extrapolation"]["range"] == pytest.approx([0.3, 0.7])
+    assert report["outside_interval"] == []
+    assert report["regression"]["covariate"] == "gzip"
     for key in ("E", "alpha", "beta", "n_opt_exponent", "d_opt_exponent"):
         lo, hi = report["intervals"][key]
         assert lo <= hi

@@ -130,6 +130,7 @@ def test_series_command_table_is_the_same_for_any_number_of_workers(ray_cluster,
 
     out = tmp_path / "series.json"
     args = ("series", "--series", "same-H", "--seeds", "0-1", "--tokens", "8K", "--no-real")
+    args += ("--floor-documents", "30")  # small floors: they are checked in test_series_floor
     code, _, err = run_cli(capsys, *args, "--out", str(out))
     assert code == 0, err
     table = read_table(out)
@@ -147,11 +148,18 @@ def test_series_command_table_is_the_same_for_any_number_of_workers(ray_cluster,
         assert r["H_mean"] == pytest.approx(np.mean(medians))
         assert r["H_sd"] == pytest.approx(np.std(medians, ddof=1))
         assert 0.2 < r["H_mean"] < 0.5
+        floors = [
+            s["floor"]["nats_per_token"] for s in table["scores"] if s["grammar"] == r["grammar"]
+        ]
+        assert r["floor_mean"] == pytest.approx(np.mean(floors)) and r["floor_seeds"] == [0, 1]
+    assert table["format"] == "gzipscale-series/2" and table["floor_documents"] == 30
+    assert "--floor-documents 30" in table["command"]
 
     code, printed, _ = run_cli(capsys, *args, "--workers", "1", "--json")
     assert code == 0
     again = json.loads(printed)
     assert again["rows"] == table["rows"]  # one worker or two: the same table
+    assert [s["floor"] for s in again["scores"]] == [s["floor"] for s in table["scores"]]
     # H matches what `gzipscale grammar --score` reports for the same grammar and seed.
     code, printed, _ = run_cli(
         capsys, "grammar", "30,200,15,10", "--seed", "1", "--score", "8K", "--json"

@@ -16,14 +16,17 @@ from rich.console import Console
 from gzipscale.analysis.bootstrap import DEFAULT_POLICY
 from gzipscale.analysis.fitreport import BootstrapSummary, DatasetFit, FitReport
 from gzipscale.analysis.frontier import compute_optimal
+from gzipscale.analysis.identification import EXPONENT_WIDE, IdentificationFlag, below_floor_flag
 from gzipscale.analysis.law import ScalingLaw
 from gzipscale.analysis.results import write_results_csv
+from gzipscale.analysis.table import KnownFloor
 from gzipscale.cli import main
 from gzipscale.helpers import json_safe
 from gzipscale.orchestrator.display import PlainReporter, header_line, render
 from gzipscale.orchestrator.plan import plan_runs
 from gzipscale.orchestrator.spec import SweepSpec
 from gzipscale.orchestrator.sweep_state import collect
+from gzipscale.vocabulary import FLOOR_FIT, FREE_FIT
 
 SPEC = {
     "name": "rec",
@@ -239,3 +242,132 @@ def test_fits_with_missing_values_still_render(recorded):
     lines = []
     PlainReporter(write=lines.append).update(collect(recorded, fits=fits), force_summary=True)
     assert any("E=—" in line for line in lines)
+
+
+# -- identification: which kind drives, flagged and identified fits, impossible frontiers -----
+
+FLOOR = KnownFloor(0.724, 0.002)
+WIDE_BETA = IdentificationFlag(
+    EXPONENT_WIDE,
+    "β's 95% interval [0.05, 2.1] spans a factor of 42.0 (more than 3): β is not "
+    "identified by these runs.",
+)
+
+
+def _flagged_report(alpha_slope: float = 0.1) -> FitReport:
+    """The recorded report with floor-anchored fits driving: the first grammar's fit is
+    flagged (β's interval too wide; its free comparison lies below the floor), the others
+    identified; ``alpha_slope`` sets the regression's α line."""
+    base = report()
+    for i, (name, fit) in enumerate(base.datasets.items()):
+        fit.kind, fit.floor = FLOOR_FIT, FLOOR
+        fit.law = ScalingLaw(E=FLOOR.nats_per_token, A=12.0, B=300.0, alpha=0.3, beta=0.3)
+        fit.intervals = {**fit.intervals, "beta": (0.21, 0.42)}
+        fit.left_at_floor, fit.rms_log_residual = 2, 0.012
+        if i == 0:
+            fit.flags = [WIDE_BETA, below_floor_flag(0.4, 0.724, 0.002)]
+            fit.intervals["beta"] = (0.05, 2.1)
+            free = DatasetFit.from_dict(fit.to_dict())
+            free.kind, free.law = FREE_FIT, ScalingLaw(E=0.4, A=9.0, B=300.0, alpha=0.12, beta=0.3)
+            free.flags = [below_floor_flag(0.4, 0.724, 0.002)]
+            base.comparison[name] = free
+    base.law_choice = FLOOR_FIT
+    base.regression.terms["alpha"].slope = alpha_slope
+    return base
+
+
+def _fit_lines(text: str, name: str) -> list[str]:
+    """The rows of ``name``'s panel below its grid (its fit lines)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if name in line)
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("╰"))
+    body = [line.strip("│ ") for line in lines[start + 1 : end]]
+    first = next(i for i, line in enumerate(body) if line.startswith("fit"))
+    return body[first:]
+
+
+@pytest.mark.parametrize("width", [80, 110, 200])
+def test_flagged_and_identified_fits_at_every_width(recorded, width):
+    text = draw(collect(recorded, fits=_flagged_report()), width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    flagged = _fit_lines(text, "pcfg-3-300-2-2-s0")
+    identified = _fit_lines(text, "pcfg-10-300-3-5-s0")
+    # One line per fit: the law, its verdict, the frontier, the policy, the comparison.
+    assert len(flagged) == 5 and len(identified) == 4
+    for fit_lines in (flagged, identified):
+        # Which kind drives, and α and β with their intervals.
+        assert fit_lines[0].startswith("fit (E at floor 0.724): ")
+        assert "β=0.3 [" in fit_lines[0] and "α=0.3 [0.2, 0.4]" in fit_lines[0]
+    assert "β=0.3 [0.05, 2.1]" in flagged[0]
+    # The flagged fit: "not identified:" and the start of its first flag's sentence,
+    # shortened to the width, with the count of the others kept.
+    assert flagged[1].startswith("not identified: β's 95% interval [0.05, 2.1] spans")
+    assert flagged[1].endswith("(+1 more flag)")
+    assert ("…" in flagged[1]) == (width < 200)
+    assert "not a finding" in flagged[2]  # its frontier exponent is no finding
+    assert flagged[4].startswith("vs (free): E=0.4")
+    assert "not identified" in flagged[4]
+    # The identified fit says so, and its frontier stands.
+    assert identified[1].startswith("identified (3 runs fitted, 2 at floor left out")
+    assert identified[2].startswith("a=β/(α+β)=0.500 [0.4, 0.6]  D/N=")
+    # The floor is in the title.
+    assert "pcfg-3-300-2-2-s0 (3,300,2,2) H=0.137 floor 0.724±0.002" in text
+    # Behind the regression is one unidentified fit: its frontier exponent is flagged.
+    assert "not a finding: 1 of 3 fits behind it not identified" in text
+
+
+@pytest.mark.parametrize("width", [80, 110, 200])
+def test_an_impossible_frontier_exponent_is_flagged(recorded, width):
+    # α's line 1 - 4 H is negative at H = 0.362: a = β/(α+β) = 1.97 there.
+    fits = report()
+    fits.regression.terms["alpha"].slope = -4.0
+    text = draw(collect(recorded, fits=fits), width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "→ 1.971 at H=0.36" in text
+    assert "not a finding: a = 1.971 at H=0.36 is outside (0, 1)" in text
+    assert "more data per parameter" not in text
+    lines = []
+    PlainReporter(write=lines.append).update(collect(recorded, fits=fits), force_summary=True)
+    regression = [line for line in lines if "regression on H" in line]
+    assert len(regression) == 1
+    assert "not a finding: a = 1.971 at H=0.36 is outside (0, 1): alpha = " in regression[0]
+
+
+def test_a_law_with_an_impossible_exponent_is_never_shown_unflagged(recorded):
+    """Without intervals no exponent flag is raised; the display flags the law itself."""
+    fits = report()
+    fit = fits.datasets["pcfg-3-300-2-2-s0"]
+    fit.law, fit.intervals, fit.bootstrap = ScalingLaw(0.5, 12.0, 300.0, -0.2, 0.3), None, None
+    text = draw(collect(recorded, fits=fits), 110)
+    lines = _fit_lines(text, "pcfg-3-300-2-2-s0")
+    assert lines[1].startswith("not identified: the law is impossible: alpha = -0.2 <= 0")
+    assert "not a finding" in lines[2]
+    identified = _fit_lines(text, "pcfg-10-300-3-5-s0")
+    assert identified[1].startswith("identified")
+
+
+def test_plain_summaries_carry_the_verdicts(recorded):
+    lines = []
+    PlainReporter(write=lines.append).update(
+        collect(recorded, fits=_flagged_report()), force_summary=True
+    )
+    summary = {name: next(line for line in lines if line.startswith(f"  {name} ")) for name in H}
+    flagged = summary["pcfg-3-300-2-2-s0"]
+    assert "H=0.137 floor 0.724±0.002:" in flagged
+    assert "fit (E at floor 0.724): " in flagged
+    assert f"not identified: {WIDE_BETA.sentence} (+1 more flag)" in flagged  # whole
+    assert "vs (free): E=0.4" in flagged
+    assert "; identified (3 runs fitted" in summary["pcfg-10-300-3-5-s0"]
+    assert "not a finding: 1 of 3 fits behind it not identified" in lines[-1]
+
+
+def test_a_skipped_driving_fit_still_shows_the_other_kind(recorded):
+    fits = _flagged_report()
+    name = "pcfg-3-300-2-2-s0"
+    del fits.datasets[name]
+    fits.skipped[name] = "floor fit: every model reaches the floor by 16.4K tokens"
+    text = draw(collect(recorded, fits=fits), 80)
+    assert "fit: floor fit: every model reaches the floor" in text
+    assert "vs (free): E=0.4  α=0.12  β=0.3 · not identified: the free fit's E" in text
+    assert "pcfg-3-300-2-2-s0 (3,300,2,2) H=0.137 floor 0.724±0.002" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,9 +14,12 @@ from gzipscale.analysis.frontier import CHINCHILLA, compute_optimal
 from gzipscale.analysis.law import ScalingLaw
 from gzipscale.analysis.regression import (
     GzipRegression,
+    ParameterRegression,
     epsilon_adjusted_law,
     fit_epsilon,
     fit_gzip_regression,
+    fit_regression,
+    law_problems,
     predict_at_gzip,
 )
 
@@ -161,3 +165,88 @@ def test_regression_round_trips_through_json(exact):
     back = GzipRegression.from_dict(json.loads(json.dumps(exact.to_dict())))
     assert back == exact
     assert back.law_at(0.37) == exact.law_at(0.37)
+
+
+# -- covariates other than H -------------------------------------------------------------------
+
+
+def test_covariate_is_recorded_and_round_trips():
+    floors = [1.1, 1.4, 1.9, 2.3]
+    reg = fit_regression([law_at(h) for h in H_VALUES], floors, covariate="floor")
+    assert reg.covariate == "floor" and reg.symbol == "floor"
+    assert reg.fitted_range == (1.1, 2.3)
+    data = json.loads(json.dumps(reg.to_dict()))
+    assert data["covariate"] == "floor"
+    back = ParameterRegression.from_dict(data)
+    assert back == reg and back.covariate == "floor"
+    # The same laws on a different covariate give different lines.
+    on_h = fit_gzip_regression([law_at(h) for h in H_VALUES], H_VALUES)
+    assert on_h.covariate == "gzip" and on_h.symbol == "H"
+    assert reg.terms["E"].slope != pytest.approx(on_h.terms["E"].slope)
+
+
+def test_covariate_errors_name_the_covariate():
+    with pytest.raises(UnderdeterminedFit, match="regress parameters on floor, got 2"):
+        fit_regression([law_at(0.2), law_at(0.4)], [1.0, 2.0], covariate="floor")
+    with pytest.raises(UnderdeterminedFit, match="2 distinct floor"):
+        fit_regression([law_at(0.2)] * 3, [1.0] * 3, covariate="floor")
+    with pytest.raises(ValueError, match="floor .covariate floor. must be finite"):
+        fit_regression([law_at(0.2)] * 3, [1.0, float("nan"), 2.0], covariate="floor")
+    with pytest.raises(ValueError, match="needs a name"):
+        fit_regression([law_at(h) for h in H_VALUES], H_VALUES, covariate="")
+
+
+def test_old_dicts_without_covariate_read_as_gzip(exact):
+    old = exact.to_dict()
+    del old["covariate"], old["flags"]
+    back = GzipRegression.from_dict(json.loads(json.dumps(old)))
+    assert back.covariate == "gzip"
+    assert back == exact
+
+
+# -- impossible laws are flagged, not presented ------------------------------------------------
+
+
+def test_law_problems_names_each_impossible_parameter():
+    assert law_problems(law_at(0.3)) == {}
+    bad = law_problems(ScalingLaw(E=-0.1, A=10.0, B=-5.0, alpha=0.3, beta=0.0))
+    assert bad == {"E": "E = -0.1 < 0", "B": "B = -5 <= 0", "beta": "beta = 0 <= 0"}
+    # alpha + beta > 0 with alpha < 0: the exponent fault is alpha's, named once.
+    assert set(law_problems(ScalingLaw(E=1, A=1, B=1, alpha=-0.1, beta=0.3))) == {"alpha"}
+    assert "not finite" in law_problems(ScalingLaw(E=1, A=float("nan"), B=1, alpha=1, beta=1))["A"]
+
+
+def test_lines_crossing_zero_inside_the_range_are_flagged(exact):
+    assert exact.flags == {}
+    # beta = 0.3 - H crosses zero at H = 0.3, inside [0.2, 0.6].
+    reg = fit_gzip_regression(
+        [linear_law(h, {**LINES, "beta": (0.3, -1.0)}) for h in H_VALUES], H_VALUES
+    )
+    assert set(reg.flags) == {"beta"}
+    assert "crosses 0 at H = 0.3" in reg.flags["beta"] and "[0.2, 0.6]" in reg.flags["beta"]
+    assert reg.to_dict()["flags"] == reg.flags
+    assert reg.valid_at(0.25) and not reg.valid_at(0.45)
+    assert set(reg.problems_at(0.45)) == {"beta"}
+
+
+def test_prediction_of_an_impossible_law_says_so(exact):
+    # B = 500 - 200 H is negative beyond H = 2.5; every draw of an exact regression is too.
+    pred = predict_at_gzip(exact, 3.0, C=[1e20], n_samples=200)
+    assert not pred.valid and set(pred.problems) == {"B"}
+    assert pred.frontier is None
+    assert pred.n_valid == 0 and pred.intervals == {} and pred.frontier_intervals == {}
+    data = json.loads(json.dumps(pred.to_dict()))
+    assert data["valid"] is False and data["problems"] == pred.problems
+    assert data["n_valid"] == 0 and data["covariate"] == "gzip"
+
+
+def test_draws_with_negative_E_are_not_valid():
+    # E = 0.01 with a wide spread: about half the draws give E < 0 and are left out.
+    reg = fit_gzip_regression([law_at(h) for h in H_VALUES], H_VALUES)
+    reg.terms["E"] = dataclasses.replace(
+        reg.terms["E"], intercept=0.01, slope=0.0, intercept_stderr=1.0, slope_stderr=0.0
+    )
+    pred = predict_at_gzip(reg, 0.3, n_samples=1000, seed=1)
+    assert pred.valid
+    assert 350 < pred.n_invalid < 650
+    assert pred.intervals["E"][0] >= 0

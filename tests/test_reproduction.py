@@ -90,8 +90,10 @@ def test_report_is_generated_from_the_recorded_run(recorded_run, tmp_path, capsy
     fits = pd.read_csv(assets / "fits.csv")
     assert sorted(fits["dataset"]) == sorted(results["dataset"].unique())
     assert (fits["n_points"] == 9).all()
+    # Neither the rows nor this /1 series table carry floors: free fits only.
+    assert (fits["fit"] == "free").all() and fits["drives"].all()
     for row in fits.itertuples():
-        assert f"| {row.dataset} | {row.gzip_H:.4f} | 9 | {row.E:.4g} [" in text
+        assert f"| {row.dataset} | free | {row.gzip_H:.4f} | 9 | {row.E:.4g} [" in text
 
     # The compressibility section is the recorded table, row for row.
     series = json.loads((recorded_run / "series.json").read_text())
@@ -101,7 +103,7 @@ def test_report_is_generated_from_the_recorded_run(recorded_run, tmp_path, capsy
 
     # The paper preset's plan, with its run count and GPU-hours.
     assert "- runs: 216 (6 grammars × 6 shapes × 6 data sizes)" in text
-    assert "estimated GPU-hours: 7.8" in text
+    assert "estimated GPU-hours: 4.4" in text  # nested data: 1.76x fewer tokens than 7.8
 
     # Figures are real, small PNGs, each one linked from the Markdown.
     pngs = sorted(assets.glob("*.png"))
@@ -188,6 +190,7 @@ def test_committed_report_regenerates_from_its_inputs(tmp_path, capsys):
         md,
         *("--bootstrap", str(settings["bootstrap"]), "--seed", str(settings["seed"])),
         *("--budget", str(settings["budget"])),
+        *("--law", settings.get("law_choice", "floor")),
     )  # the later --bootstrap wins over _report's own
     assert code == 0, out
     again = tmp_path / "reproduction"
@@ -197,3 +200,72 @@ def test_committed_report_regenerates_from_its_inputs(tmp_path, capsys):
     fresh = pd.read_csv(again / "fits.csv")
     committed = pd.read_csv(assets / "fits.csv")
     pd.testing.assert_frame_equal(fresh, committed, rtol=1e-6)
+
+
+# Floors of the recorded grammars at seed 0 (prefix sampler, 256 tokens), as
+# `gzipscale grammar G --seed 0 --floor` gives them; seed 1 is shifted so the series'
+# floor-versus-H regression has two points per grammar.
+SEED0_FLOORS = {
+    "3,300,2,2": 0.72379,
+    "10,300,3,5": 0.93355,
+    "20,300,5,10": 0.99050,
+    "50,300,10,20": 0.61633,
+    "30,200,15,10": 0.2482,
+    "50,100,20,20": 0.9600,
+}
+
+
+def _with_floors(series: dict) -> dict:
+    """The recorded /1 series table as a /2 table: a floor per (grammar, seed) and lzma and
+    bz2 H (synthetic: scaled gzip H) for every score."""
+    out = json.loads(json.dumps(series))
+    out["format"] = "gzipscale-series/2"
+    for s in out["scores"]:
+        for name, scale in (("lzma", 1.3), ("bz2", 0.8)):
+            for stat in ("median", "mean", "std"):
+                s[f"{name}_{stat}"] = s[stat] * scale
+        floor = SEED0_FLOORS.get(s["grammar"])
+        if floor is not None:
+            s["floor"] = {"nats_per_token": floor + 0.01 * s["seed"], "stderr": 0.001}
+    return out
+
+
+def test_report_uses_the_series_floors(recorded_run, tmp_path, capsys):
+    """Rows recorded without floors get them from a /2 series table: both fits per grammar,
+    the floor-anchored one driving, its E exactly the floor, runs at the floor left out and
+    flagged, the floors section, the excess-loss and floor-versus-H figures."""
+    series = json.loads((recorded_run / "series.json").read_text())
+    (recorded_run / "series.json").write_text(json.dumps(_with_floors(series)))
+    md = tmp_path / "docs" / "reproduction.md"
+    code, out = _report(capsys, recorded_run, md)
+    assert code == 0, out
+    text = md.read_text(encoding="utf-8")
+    assets = tmp_path / "docs" / "reproduction"
+    fits = pd.read_csv(assets / "fits.csv")
+    results = pd.read_csv(recorded_run / "results.csv")
+    grammar_of = dict(zip(results["dataset"], results["grammar"], strict=False))
+    for name in results["dataset"].unique():
+        rows = fits[fits["dataset"] == name].set_index("fit")
+        assert set(rows.index) == {"floor", "free"}
+        assert bool(rows.loc["floor", "drives"]) and not bool(rows.loc["free", "drives"])
+        floor = SEED0_FLOORS[grammar_of[name]]
+        assert rows.loc["floor", "E"] == pytest.approx(floor, abs=1e-12)
+        assert rows.loc["floor", "floor"] == pytest.approx(floor)
+        assert f"| {name} | {floor:.4f} ± 0.0010 |" in text
+    # (3,300,2,2): its largest runs sit within 1% of the floor and are left out.
+    tiny = fits[(fits["dataset"] == "pcfg-3-300-2-2-s0") & (fits["fit"] == "floor")].iloc[0]
+    assert tiny["left_at_floor"] >= 1 and tiny["n_points"] == 9 - tiny["left_at_floor"]
+    assert "excess loss under 1% of the floor" in text
+    assert "## Floors: the lowest loss any model can reach" in text
+    assert "### Does gzip H predict the floor?" in text
+    for png in ("excess_loss.png", "floor_vs_compressors.png"):
+        assert (assets / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(reproduction/{png})" in text
+    saved = json.loads((assets / "compressor_floor.json").read_text())
+    assert set(saved["fits"]) == {"gzip", "lzma", "bz2"}
+    # Claims about laws use identified fits only, and say which were left out.
+    claims = json.loads((assets / "claims.json").read_text())
+    unidentified = fits[(fits["drives"]) & (~fits["identified"])]["dataset"].tolist()
+    for c in claims[:4]:
+        if unidentified:
+            assert "not identified" in c["evidence"][0]

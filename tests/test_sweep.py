@@ -85,12 +85,14 @@ def test_toml_spec_round_trips_and_errors_name_the_field(tmp_path):
         small_spec(grammars=[{"grammar": "0,300,2,2"}])
 
 
-def test_plan_runs_cheapest_first_with_resources_by_model_size():
-    spec = preset_spec("paper")
+def test_plan_runs_longest_first_with_resources_by_model_size():
+    spec = preset_spec("paper").with_changes(nested=False)  # one trial per run
     runs = plan_runs(spec, use_gpu=True)
     assert len(runs) == 216 and len({r.run_id for r in runs}) == 216
-    assert [r.flops for r in runs] == sorted(r.flops for r in runs)
+    assert [r.flops for r in runs] == sorted((r.flops for r in runs), reverse=True)
     assert all(math.isclose(r.flops, 6 * r.params * r.tokens) for r in runs)
+    cheapest = plan_runs(spec.with_changes(order="cheapest-first"), use_gpu=True)
+    assert [r.flops for r in cheapest] == sorted(r.flops for r in cheapest)
     by_shape = {r.shape: r for r in runs}
     assert by_shape["paper-4m"].gpus == 0.25 and by_shape["paper-1.4b"].gpus == 1.0
     assert by_shape["paper-4m"].params == 4_178_368  # vocab 32001

@@ -91,6 +91,68 @@ def test_driver_killed_mid_sweep_resumes_without_loss_or_duplicates(tmp_path):
         assert after[key] == row
 
 
+NESTED_SPEC = """
+name = "killed-nested"
+shapes = ["tiny-1", "tiny-2"]
+data_sizes = ["16K", "48K", "96K"]
+eval_tokens = "8K"
+nested = true
+[[grammars]]
+grammar = "3,300,2,2"
+seed = 0
+[train]
+batch_size = 8
+checkpoint_every = 3
+schedule = "wsd"
+"""
+
+
+def test_nested_sweep_driver_killed_resumes_and_a_rerun_changes_nothing(tmp_path):
+    """Two nested-data trials (three rows each, WSD cooldown branches): the driver is
+    SIGKILLed once some rows are in; the same command finishes the rest, every row once,
+    the rows already in unchanged; a third run changes nothing at all."""
+    spec = tmp_path / "killed-nested.toml"
+    spec.write_text(NESTED_SPEC)
+    storage = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "gzipscale.cli", "sweep", "--spec", str(spec)]
+    cmd += ["--storage", str(storage)]
+    results = storage / "killed-nested" / "results.csv"
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(cmd, env=clean_env(), cwd=REPO, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 240
+        while len(rows(results)) < 2:
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no rows reported in time"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+    before = rows(results)
+    assert 2 <= len(before) < 6, before.keys()
+
+    again = subprocess.run(
+        cmd, env=clean_env(), cwd=REPO, capture_output=True, text=True, timeout=420
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = rows(results)
+    assert len(after) == 6 and {r["status"] for r in after.values()} == {"finished"}
+    assert {r["schedule"] for r in after.values()} == {"wsd"}
+    for key, row in before.items():  # rows already recorded stand as they were
+        assert after[key] == row
+    assert len({r["trial_id"] for r in after.values()}) == 2  # one trial per shape
+
+    finished = results.read_bytes()
+    third = subprocess.run(
+        cmd, env=clean_env(), cwd=REPO, capture_output=True, text=True, timeout=420
+    )
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert results.read_bytes() == finished
+
+
 def test_lost_worker_node_costs_only_the_steps_since_the_checkpoint(tmp_path):
     storage = tmp_path / "runs"
     done = subprocess.run(

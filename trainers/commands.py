@@ -55,11 +55,13 @@ def build_spec(args: argparse.Namespace):
     get_shape(args.model)  # unknown shape: fail before anything else
     overrides = {field: getattr(args, field) for field in args.train_overrides}
     config = preset(args.preset).with_overrides(**overrides)
+    sizes = args.eval_at.split(",") if args.eval_at else []
     return RunSpec(
         data=os.path.abspath(args.data),
         model=args.model,
         tokens=parse_size(args.tokens, "tokens"),
         config=config,
+        eval_at=tuple(parse_size(size, "eval_at") for size in sizes),
     )
 
 
@@ -118,3 +120,29 @@ def _print_result(result: dict, as_json: bool) -> None:
         f"  {result['tokens_per_s']:,.0f} tokens/s, {result['wall_s']:.1f} s wall, "
         f"{result['device']} {result['dtype']}"
     )
+    rows = result.get("rows") or []
+    if len(rows) > 1:  # a nested run: one line per data size it reports
+        _print_rows(rows, result["trained_tokens"])
+
+
+def _print_rows(rows: list[dict], trained_tokens: int) -> None:
+    from rich.table import Table
+
+    independent = sum(row["tokens"] for row in rows)
+    table = Table(
+        title=f"{len(rows)} data sizes in one run: {trained_tokens:,} tokens trained "
+        f"({independent:,} as separate runs)",
+        title_justify="left",
+    )
+    for col in ("D", "steps", "held-out loss", "± se", "trained so far", "wall s"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            f"{row['row_tokens']:,}",
+            str(row["step"]),
+            f"{row['val_loss']:.4f}",
+            f"{row['val_loss_se']:.4f}",
+            f"{row['trained_tokens']:,}",
+            f"{row['wall_s']:.1f}",
+        )
+    console(stderr=False).print(table)

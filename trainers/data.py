@@ -3,7 +3,8 @@
 Both are read from the dataset's Parquet shards into one int32 tensor each (a 100M-token
 prefix is 400 MB), so the training loop only slices; no per-step parsing. Documents are
 used in dataset order, which makes prefixes nested: the 1M-token run sees the 100K-token
-run's documents first, then more of the same stream.
+run's documents first, then more of the same stream. A nested-data run (RunSpec.eval_at)
+reads only the largest prefix and scores each smaller one on the way.
 """
 
 from __future__ import annotations

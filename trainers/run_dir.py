@@ -3,7 +3,7 @@
 RUN_DIR/run.json           the RunSpec, written first; a different spec is refused
 RUN_DIR/checkpoints/       step-NNNNNNNN.pt, newest two kept (trainers.session)
 RUN_DIR/result.json        written last, atomically: its presence means "done"
-RUN_DIR/loss.png           training-loss curve with the held-out loss
+RUN_DIR/loss.png           training-loss curve with the held-out loss (of every reported size)
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def write_result(run_dir: Path, result: RunResult) -> None:
 
 
 def plot_curve(run_dir: Path, result: dict) -> Path | None:
-    """Training loss against tokens (log x), the held-out loss as a marker at the end."""
+    """Training loss against tokens (log x), the held-out loss as a marker at the end, and
+    at each smaller size a nested-data run reported."""
     curve = result.get("curve") or []
     if not curve:
         return None
@@ -62,6 +63,15 @@ def plot_curve(run_dir: Path, result: dict) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot([p["tokens"] for p in curve], [p["train_loss"] for p in curve], label="training loss")
+    smaller = (result.get("rows") or [])[:-1] if result.get("status") == "finished" else []
+    if smaller:
+        ax.scatter(
+            [row["tokens"] for row in smaller],
+            [row["val_loss"] for row in smaller],
+            color="C1",
+            zorder=3,
+            label="held-out loss at smaller sizes",
+        )
     if result.get("status") == "finished":
         ax.scatter(
             [result["tokens"]],

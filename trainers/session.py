@@ -11,6 +11,12 @@ caller picks which:
   rank reports, rank 0 alone attaches the checkpoint.
 
 Every session must accept ``save`` and ``report`` on every rank.
+
+A nested-data run reports each smaller size's row through ``save``: the report and the
+checkpoint that records the row as reported go together (one ``tune.report`` call), so a
+run resumed from any checkpoint neither repeats a row nor misses one. Checkpoints are
+named by ``state["step"]``, which counts every optimizer step of the run, trunk and
+branches together, so the newest checkpoint is always the last by name.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ class LocalSession(Session):
         return load_state(found[-1]) if found else None
 
     def save(self, state: dict, metrics: dict) -> None:
+        # The checkpoint first, then the report: a run killed between the two has the row
+        # in its checkpoint (and in its RunResult.rows) but never reports it here.
         atomic_torch_save(state, self.dir / f"step-{state['step']:08d}.pt")
         for old in self.checkpoints()[: -self.keep]:
             old.unlink(missing_ok=True)

@@ -9,10 +9,38 @@ Determinism: documents are consumed in dataset order, the model is initialised f
 ``config.seed``, and the learning rate is a pure function of the step, so the state saved
 at step k (model, optimizer, step, RNG states, loss curve) is everything needed to go on.
 On CPU a resumed run ends bit-identical to an uninterrupted one.
+
+Nested data sizes: a spec with ``eval_at`` reports a row for each of those smaller sizes
+on the way to ``tokens``, each scored as an independent run of that size would be (same
+documents, batches, initialisation and learning rates). The run to ``tokens`` is the
+*trunk*. Where an independent run of a smaller D would first do something else (its wsd
+cooldown, or its last batch cut short at D's last document) the run *branches*: it keeps
+the trunk's state aside, trains D's remaining steps, scores D, and goes back to the trunk.
+A D whose run never differs from the trunk (constant schedule, whole batches) is scored on
+the trunk itself. See :func:`plan_rows`.
+
+Rows: every size a run reports, its own ``tokens`` last, is one results row. Each is
+reported the moment the run has scored it, through ``Session.save``, with a checkpoint
+that records it as reported: a run resumed from any checkpoint reports every row exactly
+once (a run that had already finished replays its final report, identical). A row
+report holds the row (``RunResult.rows`` holds the same dicts)::
+
+    row_tokens      D as asked: the results row is (dataset, shape, row_tokens)
+    tokens, step    training tokens and optimizer steps of an independent run of D
+    val_loss, val_loss_se, schedule, cooldown_steps
+    trained_tokens  tokens this run had trained on when it scored D (trunk and branches)
+    wall_s          this run's wall time when it scored D
+
+and the run's progress: ``status`` ("running"; "finished" for the last row), ``row_index``
+and ``row_count``, ``steps`` and ``tokens_seen`` (the trunk's), ``tokens_per_s``,
+``resumed_from_step``. The final report (status "finished") also carries ``rows``, every
+row of the run keyed by its ``row_tokens`` as text. A failed run reports ``status`` "failed", a ``reason`` and the
+sizes it never scored, ``unreported_tokens``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -25,16 +53,20 @@ import torch
 import torch.distributed as dist
 
 from gzipscale.helpers import UserError
-from gzipscale.vocabulary import FAILED, FINISHED
+from gzipscale.vocabulary import FAILED, FINISHED, RUNNING
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import RunData, load_run_data
 from .memory import check_fits
 from .model import Llama
+from .nested import Row, plan_sizes, step_tokens
 from .session import Session
 from .shapes import counted_params, get_shape
 
-STATE_VERSION = 1
+# 2: nested data sizes. "step" counts every optimizer step, trunk and branches (it names
+# the checkpoint and only grows); "trunk_step", "branch" and "rows" are new. A version-1
+# checkpoint (one size, on its trunk) is read as version 2 by upgrade_state.
+STATE_VERSION = 2
 DIVERGED_MARGIN_NATS = 1.0
 CPU_COMPILE_MIN_STEPS = 1000
 CPU_COMPILE_MAX_VOCAB = 4096
@@ -58,14 +90,33 @@ class RunSpec:
 
     data: str  # dataset directory
     model: str  # shape name (trainers.shapes)
-    tokens: int  # D: training tokens, rounded up to whole documents
+    tokens: int  # D: training tokens, rounded up to whole documents; the last row
     config: TrainConfig = field(default_factory=TrainConfig)
+    # Smaller data sizes to report a row for on the way (each rounded up to whole
+    # documents, as ``tokens`` is): kept sorted, without ``tokens`` itself. Empty: the
+    # run reports its one size.
+    eval_at: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        sizes = sorted({int(d) for d in self.eval_at} - {self.tokens})
+        if sizes and (sizes[0] < 1 or sizes[-1] > self.tokens):
+            raise TrainError(
+                f"field 'eval_at': every size must be between 1 and tokens ({self.tokens}), "
+                f"got {sizes}"
+            )
+        if sizes and self.config.schedule == "cosine":
+            raise TrainError(
+                "field 'eval_at': the cosine schedule decays over the whole run, so a smaller "
+                "size partway through is not a run of that size; use schedule constant or wsd"
+            )
+        object.__setattr__(self, "eval_at", tuple(sizes))
 
     def to_dict(self) -> dict:
         return {
             "data": self.data,
             "model": self.model,
             "tokens": self.tokens,
+            "eval_at": list(self.eval_at),
             "config": self.config.to_dict(),
         }
 
@@ -78,7 +129,21 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:
-        return cls(d["data"], d["model"], int(d["tokens"]), TrainConfig.from_dict(d["config"]))
+        return cls(
+            d["data"],
+            d["model"],
+            int(d["tokens"]),
+            TrainConfig.from_dict(d["config"]),
+            tuple(d.get("eval_at", ())),
+        )
+
+    def same_run(self, identity: dict) -> bool:
+        """Whether ``identity`` (a saved ``identity()``, perhaps from an older version that
+        lacked a newer setting, which then takes its default) is this run's."""
+        try:
+            return RunSpec.from_dict(identity).identity() == self.identity()
+        except (ConfigError, TrainError, KeyError, TypeError, ValueError):
+            return False
 
 
 @dataclass
@@ -104,8 +169,10 @@ class RunResult:
     wall_s: float
     device: str
     dtype: str
-    resumed_from_step: int
-    curve: list[dict]  # {"step", "tokens", "train_loss", "lr"}
+    resumed_from_step: int  # optimizer steps (trunk and branches) done before this call
+    curve: list[dict]  # the trunk's {"step", "tokens", "train_loss", "lr"}
+    trained_tokens: int = 0  # every token trained on, trunk and branches together
+    rows: list[dict] = field(default_factory=list)  # one per reported size (see row_record)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -193,9 +260,18 @@ def _maybe_compile(model: torch.nn.Module, wanted: bool):
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, docs: torch.Tensor, batch_size: int, device, autocast
+    model: torch.nn.Module,
+    docs: torch.Tensor,
+    batch_size: int,
+    device,
+    autocast,
+    positions: dict | None = None,
 ) -> tuple[float, float]:
     """Mean loss per predicted token over ``docs``, and its standard error over documents.
+
+    A ``positions`` dict is filled, from the same forward passes, with the loss at each
+    position of the context (``mean`` and ``stderr`` lists, one per predicted position:
+    what the dataset's per-position floor is drawn against); single-process only.
 
     Every document predicts the same number of tokens, so the mean of per-document means
     is the per-token mean, and the spread of document means (tokens within a document are
@@ -211,7 +287,14 @@ def evaluate(
         batch = mine[start : start + batch_size].to(device, non_blocking=True).long()
         with autocast:
             _, losses = model(batch[:, :-1], batch[:, 1:], reduction="none")
-        per_doc = losses.view(len(batch), -1).double().mean(dim=1)
+        per_token = losses.view(len(batch), -1).double()
+        if positions is not None:
+            by_position = per_token.cpu()
+            positions.setdefault("_sum", torch.zeros(by_position.shape[1], dtype=torch.float64))
+            positions.setdefault("_squares", torch.zeros_like(positions["_sum"]))
+            positions["_sum"] += by_position.sum(dim=0)
+            positions["_squares"] += by_position.pow(2).sum(dim=0)
+        per_doc = per_token.mean(dim=1)
         sums += torch.stack(
             [
                 torch.tensor(float(len(batch)), device=device, dtype=torch.float64),
@@ -225,10 +308,15 @@ def evaluate(
     n, total, squares = sums.tolist()
     mean = total / n
     var = max(0.0, squares / n - mean * mean) * n / max(1.0, n - 1)
+    if positions is not None and "_sum" in positions:
+        at = positions.pop("_sum") / n
+        spread = (positions.pop("_squares") / n - at.pow(2)).clamp(min=0.0) * n / max(1.0, n - 1)
+        positions["mean"] = [float(v) for v in at]
+        positions["stderr"] = [float(v) for v in (spread / n).sqrt()]
     return mean, math.sqrt(var / n)
 
 
-# -- the run ----------------------------------------------------------------------------
+# -- batches ------------------------------------------------------------------------------
 
 
 def _batch_rows(step: int, batch_size: int, n_docs: int, rank: int, world: int) -> slice:
@@ -244,11 +332,127 @@ def _batch_rows(step: int, batch_size: int, n_docs: int, rank: int, world: int) 
     return slice(start + rank * share, start + (rank + 1) * share)
 
 
-def total_steps(n_docs: int, batch_size: int, world: int = 1) -> int:
-    steps = math.ceil(n_docs / batch_size)
-    if world > 1 and (n_docs - (steps - 1) * batch_size) < world:
-        steps -= 1
-    return steps
+# -- nested data sizes: the trunk and its branches -----------------------------------------
+
+
+def plan_rows(spec: RunSpec, n_docs: int, context: int, world: int = 1) -> list[Row]:
+    """The rows of ``spec`` over its ``n_docs`` documents, smallest first; the last is the
+    trunk's own end (``tokens``). See :func:`trainers.nested.plan_sizes`."""
+    return plan_sizes(spec.config, spec.tokens, spec.eval_at, n_docs, context, world)
+
+
+@dataclass
+class Branch:
+    """A row's own steps in progress, off the trunk."""
+
+    row: int  # its index in the plan
+    step: int  # its next optimizer step, counted as in an independent run of its size
+    trunk: dict  # the trunk's state where the branch left it (_snapshot), to go back to
+
+    def to_dict(self) -> dict:  # not dataclasses.asdict: that would deep-copy the trunk
+        return {"row": self.row, "step": self.step, "trunk": self.trunk}
+
+
+def _to_cpu(value):
+    """A deep copy with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return copy.deepcopy(value)
+
+
+def _snapshot(model: Llama, optimizer) -> dict:
+    """The trunk's state at a branch point. Kept on the CPU (a branch costs no accelerator
+    memory) and saved in the branch's checkpoints, so that a run killed mid-branch can
+    still go back to the trunk."""
+    return {
+        "model": _to_cpu(model.state_dict()),
+        "optimizer": _to_cpu(optimizer.state_dict()),
+        "rng": _rng_state(),
+    }
+
+
+def _restore(model: Llama, optimizer, state: dict) -> None:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    _set_rng_state(state["rng"])
+
+
+def upgrade_state(state: dict) -> dict:
+    """A checkpoint of any version as this version reads it; a newer one is refused."""
+    version = state.get("version", 1)
+    if version > STATE_VERSION:
+        raise TrainError(
+            f"the checkpoint to resume from has state version {version}, newer than this "
+            f"gzipscale's {STATE_VERSION}; resume it with the version that wrote it"
+        )
+    if version == 1:
+        # One size, always on its trunk: "step" was the trunk's, no row was reported yet.
+        state = {**state, "version": 2, "trunk_step": state["step"], "branch": None, "rows": []}
+        if "final" in state:
+            state["final"] = _upgrade_final(state["final"], state["spec"])
+    state.setdefault("interval", [0.0, 0])
+    return state
+
+
+def _upgrade_final(final: dict, identity: dict) -> dict:
+    """A version-1 finished run's result and report, with the one row it stands for."""
+    result = final["result"]
+    row = {
+        "row_tokens": int(identity["tokens"]),
+        "tokens": result["tokens"],
+        "step": result["steps"],
+        "val_loss": result["val_loss"],
+        "val_loss_se": result["val_loss_se"],
+        "schedule": identity["config"]["schedule"],
+        "cooldown_steps": 0,
+        "trained_tokens": result["tokens"],
+        "wall_s": result["wall_s"],
+    }
+    return {
+        "result": {**result, "trained_tokens": result["tokens"], "rows": [row]},
+        "metrics": {
+            **final["metrics"],
+            "row_tokens": row["row_tokens"],
+            "row_index": 0,
+            "row_count": 1,
+            "rows": rows_by_size([row]),
+        },
+    }
+
+
+def rows_by_size(rows: list[dict]) -> dict[str, dict]:
+    """A run's rows keyed by their size (as text: a report's keys are strings, and a dict
+    of numbers is what Tune's loggers store without complaint)."""
+    return {str(row["row_tokens"]): dict(row) for row in rows}
+
+
+def _position_loss(positions: dict | None) -> dict:
+    """The report's ``position_loss`` entry (empty when not measured, e.g. under DDP)."""
+    if not positions or "mean" not in positions:
+        return {}
+    return {"position_loss": {"mean": positions["mean"], "stderr": positions["stderr"]}}
+
+
+def _divergence(val: float, vocab: int, row: Row, final: bool) -> str:
+    """Why a held-out loss cannot be a fit point, or "" when it can.
+
+    Worse than a uniform guess by a nat: the weights blew up (a finite, huge loss is as
+    much a divergence as NaN, and must not become a fit point either)."""
+    uniform = math.log(vocab)
+    if math.isfinite(val) and val <= uniform + DIVERGED_MARGIN_NATS:
+        return ""
+    at = "" if final else f" at {row.tokens:,} tokens"
+    return (
+        f"held-out loss{at} is {val:.4g} after {row.steps} steps, worse than a uniform guess "
+        f"(ln {vocab} = {uniform:.3f}); the run diverged, lower the learning rate"
+    )
+
+
+# -- the run ----------------------------------------------------------------------------
 
 
 def train_run(
@@ -262,9 +466,14 @@ def train_run(
 
     ``session`` stores checkpoints and receives reports (default: neither). ``data``
     skips reading the dataset again (benchmarks). ``on_step`` gets a small progress dict
-    after every optimizer step (rank 0). ``stop_after_steps`` ends the call early after
-    that many steps of *this call* (after saving a checkpoint), which is how tests
-    interrupt a run; the result then has status "interrupted".
+    after every logged trunk step (rank 0). ``stop_after_steps`` ends the call early after
+    that many optimizer steps of *this call*, trunk and branches counted together (after
+    saving a checkpoint), which is how tests interrupt a run; the result then has status
+    "interrupted".
+
+    Every size the run reports is a row (see the module's docstring): a size of
+    ``spec.eval_at`` is reported through ``session.save`` the moment it is scored, the
+    run's own size is the final report (status "finished"); ``RunResult.rows`` lists all.
 
     A run whose loss turns NaN or infinite returns status "failed" with the reason; it
     is never reported with a loss a fit could use. Bad input raises before training.
@@ -294,24 +503,37 @@ def train_run(
     model = Llama(shape, vocab, context).to(device)
     optimizer = make_optimizer(model, cfg, device)
     n_docs = len(data.train)
-    steps = total_steps(n_docs, cfg.batch_size, world)
+    plan = plan_rows(spec, n_docs, context, world)
+    steps = plan[-1].steps  # the trunk's
+    # Every row warms up as the smallest size's own run would: warmup_for depends on a
+    # run's length, and the rows share the trunk's first steps. A row then equals the
+    # independent run of its size whenever that run's warmup is not capped by its length
+    # (warmup_steps at most a tenth of the smallest size's steps), and the smallest always.
+    warmup = cfg.warmup_for(min(row.steps for row in plan))
+    total_work = steps + sum(row.branch_steps for row in plan[:-1])
     log_every = max(1, steps // cfg.log_points)
-    checkpoint_every = cfg.checkpoint_every or steps
+    checkpoint_every = cfg.checkpoint_every or total_work
 
-    step, curve, elapsed_before, trained_before = 0, [], 0.0, 0
+    # Where the run is: its trunk step, the branch in progress (if any), the rows scored,
+    # and ``work``, the optimizer steps taken in all (trunk and branches).
+    step, work, branch, rows, curve = 0, 0, None, [], []
+    interval = [0.0, 0]  # the training loss summed since the last curve point, and steps
+    elapsed_before, trained_before = 0.0, 0
     state = session.latest_checkpoint()
     if state is not None:
-        if state.get("spec") != spec.identity():
+        state = upgrade_state(state)
+        if not spec.same_run(state["spec"]):
             raise TrainError(
                 "the checkpoint to resume from belongs to a different run spec; "
                 "use a new run directory for a new run"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
-        step, curve = state["step"], state["curve"]
+        _restore(model, optimizer, state)
+        step, work, rows, curve = state["trunk_step"], state["step"], state["rows"], state["curve"]
+        branch = Branch(**state["branch"]) if state["branch"] is not None else None
+        interval = state["interval"]
         elapsed_before, trained_before = state["elapsed_s"], state["tokens_done"]
-    resumed_from = step
+    resumed_from = work
+    trained = trained_before  # tokens trained on so far, trunk and branches
     if state is not None and "final" in state:
         # The run had finished (its driver died before it knew): report the same result
         # again rather than a re-evaluation with different timings.
@@ -326,15 +548,22 @@ def train_run(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     train_model, compiled = _maybe_compile(
-        train_model, wants_compile(cfg, device, steps - step, vocab)
+        train_model, wants_compile(cfg, device, total_work - work, vocab)
     )
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
     dtype = "bf16-autocast" if use_bf16 else "fp32"
     params = shape.params(vocab)
 
-    def tokens_done() -> int:  # training tokens consumed after ``step`` steps
+    def tokens_done() -> int:  # the trunk's training tokens after ``step`` steps
         return min(step * cfg.batch_size, n_docs) * context
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - wall_start
+
+    def throughput() -> float:
+        seconds = time.perf_counter() - loop_start
+        return (trained - trained_before) / seconds if seconds > 0 else 0.0
 
     def base_metrics() -> dict:
         return {
@@ -343,22 +572,26 @@ def train_run(
             "tokens_seen": tokens_done(),
         }
 
-    def checkpoint_state(elapsed: float, tokens_done: int) -> dict:
+    def checkpoint_state() -> dict:
         return {
             "version": STATE_VERSION,
             "spec": spec.identity(),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "step": step,
             "rng": _rng_state(),
+            "step": work,  # names the checkpoint: it only grows, branch or trunk
+            "trunk_step": step,
+            "branch": None if branch is None else branch.to_dict(),
+            "rows": rows,
+            "interval": [interval_loss.item(), interval_steps],
             "curve": curve,
-            "elapsed_s": elapsed,
-            "tokens_done": tokens_done,
+            "elapsed_s": elapsed(),
+            "tokens_done": trained,
         }
 
-    def result(status: str, reason: str, val: float, se: float, loop_s: float) -> RunResult:
-        trained = tokens_done()
-        wall = elapsed_before + time.perf_counter() - wall_start
+    def result(
+        status: str, reason: str, val: float, se: float, loop_s: float, wall: float
+    ) -> RunResult:
         return RunResult(
             status=status,
             reason=reason,
@@ -372,7 +605,7 @@ def train_run(
             param_count=cfg.param_count,
             params_counted=counted_params(shape, vocab, cfg.param_count),
             vocab_size=vocab,
-            tokens=trained,
+            tokens=tokens_done(),
             steps=step,
             batch_size=cfg.batch_size,
             context_length=context,
@@ -383,19 +616,90 @@ def train_run(
             dtype=dtype,
             resumed_from_step=resumed_from,
             curve=curve,
+            trained_tokens=trained,
+            rows=list(rows),
         )
 
-    train_model.train()
-    interval_loss = torch.zeros((), dtype=torch.float64, device=device)
-    interval_steps = 0
-    loop_start = time.perf_counter()
-    stop_at = steps if stop_after_steps is None else min(steps, step + stop_after_steps)
-    while step < stop_at:
-        lr = cfg.lr_at(step, steps, shape.hidden)
+    def row_record(row: Row, val: float, se: float, wall: float) -> dict:
+        """One size's results row: ``row_tokens`` is the D it was asked for (the row's
+        key), ``tokens`` and ``step`` what an independent run of D trains, and
+        ``trained_tokens`` and ``wall_s`` what this run had spent when it scored it."""
+        return {
+            "row_tokens": row.tokens,
+            "tokens": row.docs * context,
+            "step": row.steps,
+            "val_loss": val,
+            "val_loss_se": se,
+            "schedule": cfg.schedule,
+            "cooldown_steps": cfg.cooldown_for(row.steps) if cfg.schedule == "wsd" else 0,
+            "trained_tokens": trained,
+            "wall_s": wall,
+        }
+
+    def row_metrics(record: dict, status: str, tokens_per_s: float) -> dict:
+        """The report of a row: the run's progress and status, then the row itself."""
+        return {
+            **base_metrics(),
+            **record,
+            "status": status,
+            "row_index": len(rows) - 1,
+            "row_count": len(plan),
+            "tokens_per_s": tokens_per_s,
+            "resumed_from_step": resumed_from,
+        }
+
+    def fail(reason: str) -> RunResult:
+        """End the run as failed. The rows reported so far stand; the rest never come."""
+        unreported = [row.tokens for row in plan[len(rows) :]]
+        metrics = {**base_metrics(), "status": FAILED, "reason": reason}
+        session.report({**metrics, "unreported_tokens": unreported})
+        loop_s = time.perf_counter() - loop_start
+        return result(FAILED, reason, math.nan, math.nan, loop_s, elapsed())
+
+    def row_due() -> Row | None:
+        """The row to score now: a branch at its end, or a size scored on the trunk here."""
+        if branch is not None:
+            row = plan[branch.row]
+            return row if branch.step == row.steps else None
+        nxt = plan[len(rows)] if len(rows) < len(plan) - 1 else None
+        return nxt if nxt is not None and nxt.branch_at == nxt.steps == step else None
+
+    def branch_due() -> Row | None:
+        """The row whose branch leaves the trunk at this step."""
+        nxt = plan[len(rows)] if len(rows) < len(plan) - 1 else None
+        if branch is None and nxt is not None and nxt.branch_at == step < nxt.steps:
+            return nxt
+        return None
+
+    def score_row(row: Row) -> RunResult | None:
+        """Score a smaller size, go back to the trunk, and report the row with a checkpoint
+        that records it. Returns the failed result if the loss is no fit point."""
+        nonlocal branch
+        by_position = {} if world == 1 else None
+        val, se = evaluate(
+            train_model, data.eval, cfg.eval_batch_size, device, autocast, by_position
+        )
+        reason = _divergence(val, vocab, row, final=False)
+        if reason:
+            return fail(reason)
+        if branch is not None:
+            _restore(model, optimizer, branch.trunk)
+            branch = None
+        rows.append(row_record(row, val, se, elapsed()))
+        # The per-position losses travel with the report only, not in the checkpoint.
+        report = {**row_metrics(rows[-1], RUNNING, throughput()), **_position_loss(by_position)}
+        session.save(checkpoint_state(), report)
+        return None
+
+    def optimizer_step(at: int, docs: int, run_steps: int) -> tuple[torch.Tensor, float]:
+        """Step ``at`` of a run of ``run_steps`` steps over the first ``docs`` documents:
+        the trunk's, or a branch's (then an independent run of that size's)."""
+        nonlocal train_model, compiled
+        lr = cfg.lr_at(at, run_steps, shape.hidden, warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        rows = data.train[_batch_rows(step, cfg.batch_size, n_docs, rank, world)]
-        batch = rows.to(device, non_blocking=True).long()
+        rows_now = data.train[_batch_rows(at, cfg.batch_size, docs, rank, world)]
+        batch = rows_now.to(device, non_blocking=True).long()
         try:
             with autocast:
                 _, loss = train_model(batch[:, :-1], batch[:, 1:])
@@ -411,75 +715,87 @@ def train_run(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        interval_loss += loss.detach().double()
-        interval_steps += 1
-        step += 1
-        if step % log_every == 0 or step == steps or step == stop_at:
-            mean_loss = interval_loss.item() / interval_steps
-            interval_loss.zero_()
-            interval_steps = 0
-            if not math.isfinite(mean_loss):
-                loop_s = time.perf_counter() - loop_start
-                reason = (
-                    f"training loss became {mean_loss} by step {step} of {steps} (lr {lr:.3g}); "
-                    "the run diverged, lower the learning rate"
-                )
-                failed = result(FAILED, reason, math.nan, math.nan, loop_s)
-                session.report({**base_metrics(), "status": FAILED, "reason": reason})
-                return failed
-            curve.append(
-                {
-                    "step": step,
-                    "tokens": tokens_done(),
-                    "train_loss": mean_loss,
-                    "lr": lr,
-                }
+        return loss.detach(), lr
+
+    def log_point(lr: float) -> RunResult | None:
+        """A point on the trunk's training-loss curve; the failed result if it is NaN."""
+        nonlocal interval_steps
+        mean_loss = interval_loss.item() / interval_steps
+        interval_loss.zero_()
+        interval_steps = 0
+        if not math.isfinite(mean_loss):
+            return fail(
+                f"training loss became {mean_loss} by step {step} of {steps} (lr {lr:.3g}); "
+                "the run diverged, lower the learning rate"
             )
-            if on_step is not None and rank == 0:
-                seconds = time.perf_counter() - loop_start
-                done = tokens_done() - trained_before
-                on_step(
-                    {
-                        **base_metrics(),
-                        "train_loss": mean_loss,
-                        "tokens_per_s": done / seconds if seconds > 0 else 0.0,
-                    }
-                )
-        if step < steps and (step % checkpoint_every == 0 or step == stop_at):
-            elapsed = elapsed_before + time.perf_counter() - wall_start
+        curve.append({"step": step, "tokens": tokens_done(), "train_loss": mean_loss, "lr": lr})
+        if on_step is not None and rank == 0:
+            on_step({**base_metrics(), "train_loss": mean_loss, "tokens_per_s": throughput()})
+        return None
+
+    train_model.train()
+    interval_loss = torch.tensor(interval[0], dtype=torch.float64, device=device)
+    interval_steps = interval[1]
+    loop_start = time.perf_counter()
+    stop_at = total_work if stop_after_steps is None else min(total_work, work + stop_after_steps)
+    while True:
+        row = row_due()
+        if row is not None:
+            failed = score_row(row)
+            if failed is not None:
+                return failed
+            continue
+        row = branch_due()
+        if row is not None:
+            branch = Branch(len(rows), row.branch_at, _snapshot(model, optimizer))
+            continue
+        if work == stop_at or (branch is None and step == steps):
+            break
+        if branch is None:
+            loss, lr = optimizer_step(step, n_docs, steps)
+            trained += step_tokens(step, cfg.batch_size, n_docs, context)
+            interval_loss += loss.double()
+            interval_steps += 1
+            step += 1
+            work += 1
+            if step % log_every == 0 or step == steps or work == stop_at:
+                failed = log_point(lr)
+                if failed is not None:
+                    return failed
+        else:
+            row = plan[branch.row]
+            optimizer_step(branch.step, row.docs, row.steps)
+            trained += step_tokens(branch.step, cfg.batch_size, row.docs, context)
+            branch.step += 1
+            work += 1
+        # No checkpoint where a row's or the run's own follows at once.
+        at_end = branch is None and step == steps
+        if (work % checkpoint_every == 0 or work == stop_at) and not at_end and not row_due():
             session.save(
-                checkpoint_state(elapsed, tokens_done()),
+                checkpoint_state(),
                 {**base_metrics(), "train_loss": curve[-1]["train_loss"] if curve else math.nan},
             )
     loop_s = time.perf_counter() - loop_start
 
-    if step < steps:
-        return result(
-            "interrupted", f"stopped after step {step} of {steps}", math.nan, math.nan, loop_s
-        )
+    if branch is not None or step < steps:
+        reason = f"stopped after step {work} of {total_work}"
+        return result("interrupted", reason, math.nan, math.nan, loop_s, elapsed())
 
-    val, se = evaluate(train_model, data.eval, cfg.eval_batch_size, device, autocast)
-    # Worse than a uniform guess by a nat: the weights blew up (a finite, huge loss is
-    # as much a divergence as NaN, and must not become a fit point either).
-    uniform = math.log(vocab)
-    if not math.isfinite(val) or val > uniform + DIVERGED_MARGIN_NATS:
-        reason = (
-            f"held-out loss is {val:.4g} after {steps} steps, worse than a uniform guess "
-            f"(ln {vocab} = {uniform:.3f}); the run diverged, lower the learning rate"
-        )
-        session.report({**base_metrics(), "status": FAILED, "reason": reason})
-        return result(FAILED, reason, math.nan, math.nan, loop_s)
-    final = result(FINISHED, "", val, se, loop_s)
-    metrics = {
-        **base_metrics(),
-        "status": FINISHED,
-        "val_loss": val,
-        "val_loss_se": se,
-        "tokens_per_s": final.tokens_per_s,
-        "wall_s": final.wall_s,
-        "resumed_from_step": resumed_from,
-    }
-    state = checkpoint_state(final.wall_s, final.tokens)
+    by_position = {} if world == 1 else None
+    val, se = evaluate(train_model, data.eval, cfg.eval_batch_size, device, autocast, by_position)
+    reason = _divergence(val, vocab, plan[-1], final=True)
+    if reason:
+        return fail(reason)
+    wall = elapsed()
+    rows.append(row_record(plan[-1], val, se, wall))
+    final = result(FINISHED, "", val, se, loop_s, wall)
+    # The final report also holds every row, so that a caller that missed a row report
+    # (a driver that died between receiving it and recording it) can still record it.
+    metrics = {**row_metrics(rows[-1], FINISHED, final.tokens_per_s), "rows": rows_by_size(rows)}
+    state = checkpoint_state()
+    # The final report (kept in the checkpoint, replayed on a restore) carries the curve.
+    metrics.update(_position_loss(by_position))
+    state["elapsed_s"] = final.wall_s
     state["final"] = {"result": final.to_dict(), "metrics": metrics}
     session.save(state, metrics)
     return final
