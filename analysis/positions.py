@@ -1,7 +1,7 @@
 """Per-position held-out losses of a sweep's runs, read back for the report's figure.
 
 A run that reports its loss at each position of the context (``position_loss``: mean and
-standard error per position, :mod:`gzipscale.trainers.positions`) has it written by the
+standard error per position, from ``trainers.train.evaluate``) has it written by the
 sweep to ``RUN_DIR/positions/<dataset>__<shape>__<tokens>.json``; the dataset's floor per
 position is in its manifest (``RUN_DIR/data/<dataset>/manifest.json``, block ``floor``).
 :func:`position_figures_inputs` pairs them: per dataset, the floor's curve and, for each

@@ -92,14 +92,7 @@ def compression_ratios(documents: np.ndarray, compressor: str = DEFAULT_COMPRESS
     """
     if compressor == "gzip":
         return gzip_ratios(documents)
-    docs = np.asarray(documents)
-    if docs.ndim != 2:
-        raise InputError(
-            f"documents must be a 2-D array (documents x tokens), got shape {docs.shape}"
-        )
-    n, length = docs.shape
-    if length == 0:
-        raise InputError("cannot score empty documents")
+    docs, n, length = _checked_documents(documents)
     width = 4 * length
     compress = compress_function(compressor, width)
     raw = memoryview(token_bytes(docs))
@@ -113,12 +106,8 @@ def compression_ratios(documents: np.ndarray, compressor: str = DEFAULT_COMPRESS
     )
 
 
-def gzip_ratios(documents: np.ndarray) -> np.ndarray:
-    """H of every row of a 2-D array of token ids, as float64.
-
-    One byte-order conversion for the whole batch, then one zlib call per document on a
-    zero-copy slice: the per-document cost is the bare compression call.
-    """
+def _checked_documents(documents) -> tuple[np.ndarray, int, int]:
+    """The documents as a 2-D array with their count and length, or a clear error."""
     docs = np.asarray(documents)
     if docs.ndim != 2:
         raise InputError(
@@ -127,6 +116,16 @@ def gzip_ratios(documents: np.ndarray) -> np.ndarray:
     n, length = docs.shape
     if length == 0:
         raise InputError("cannot score empty documents")
+    return docs, n, length
+
+
+def gzip_ratios(documents: np.ndarray) -> np.ndarray:
+    """H of every row of a 2-D array of token ids, as float64.
+
+    One byte-order conversion for the whole batch, then one zlib call per document on a
+    zero-copy slice: the per-document cost is the bare compression call.
+    """
+    docs, n, length = _checked_documents(documents)
     raw = memoryview(token_bytes(docs))
     width = 4 * length
     compress = zlib.compress

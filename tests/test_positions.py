@@ -1,4 +1,4 @@
-"""Per-position held-out loss: the model's curve (trainers/positions.py), read back from a
+"""Per-position held-out loss: the model's curve (trainers.train.evaluate(positions=)), read back from a
 sweep directory beside its dataset's per-position floor (analysis/positions.py) and drawn
 in the report (one figure per dataset)."""
 
@@ -16,7 +16,6 @@ from gzipscale.analysis.report import build_report
 from gzipscale.analysis.results import ResultRow, write_results_csv
 from gzipscale.trainers.data import load_run_data
 from gzipscale.trainers.model import Llama
-from gzipscale.trainers.positions import position_losses
 from gzipscale.trainers.shapes import get_shape
 from gzipscale.trainers.train import evaluate
 from gzipscale.vocabulary import DATA_DIR, MANIFEST_FILE
@@ -32,8 +31,9 @@ def test_position_losses_average_to_the_run_loss(dataset):
     torch.manual_seed(0)
     model = Llama(get_shape("tiny-1"), data.vocab_size, data.context_length)
     cpu, off = torch.device("cpu"), torch.autocast("cpu", enabled=False)
-    mean, stderr = position_losses(model, data.eval, 16, cpu, off)
-    loss, _ = evaluate(model, data.eval, 16, cpu, off)
+    curve: dict = {}
+    loss, _ = evaluate(model, data.eval, 16, cpu, off, positions=curve)
+    mean, stderr = curve["mean"], curve["stderr"]
     assert len(mean) == len(stderr) == data.context_length - 1
     # Every document scores every position once: the mean of the curve is the run's loss.
     assert np.mean(mean) == pytest.approx(loss, rel=1e-9)

@@ -49,6 +49,24 @@ def rows(path: Path) -> dict:
     return dict(zip(keys, found, strict=True))
 
 
+def _kill_after_rows(cmd: list[str], results, log_path, poll_s: float, rows_wanted: int = 2):
+    """Start a driver, SIGKILL it once ``results`` holds ``rows_wanted`` rows."""
+    log = open(log_path, "w")
+    driver = subprocess.Popen(cmd, env=clean_env(), cwd=REPO, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 240
+        while len(rows(results)) < rows_wanted:
+            assert driver.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no rows reported in time"
+            time.sleep(poll_s)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        log.close()
+
+
 def test_driver_killed_mid_sweep_resumes_without_loss_or_duplicates(tmp_path):
     spec = tmp_path / "killed.toml"
     spec.write_text(SPEC)
@@ -64,20 +82,7 @@ def test_driver_killed_mid_sweep_resumes_without_loss_or_duplicates(tmp_path):
         str(storage),
     ]
     results = storage / "killed" / "results.csv"
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(cmd, env=clean_env(), cwd=REPO, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 240
-        while len(rows(results)) < 2:
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no runs finished in time"
-            time.sleep(0.5)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        log.close()
+    _kill_after_rows(cmd, results, tmp_path / "first.log", poll_s=0.5)
     before = rows(results)
     assert 2 <= len(before) < 6
 
@@ -117,20 +122,7 @@ def test_nested_sweep_driver_killed_resumes_and_a_rerun_changes_nothing(tmp_path
     cmd = [sys.executable, "-m", "gzipscale.cli", "sweep", "--spec", str(spec)]
     cmd += ["--storage", str(storage)]
     results = storage / "killed-nested" / "results.csv"
-    log = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(cmd, env=clean_env(), cwd=REPO, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 240
-        while len(rows(results)) < 2:
-            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no rows reported in time"
-            time.sleep(0.2)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-        log.close()
+    _kill_after_rows(cmd, results, tmp_path / "first.log", poll_s=0.2)
     before = rows(results)
     assert 2 <= len(before) < 6, before.keys()
 

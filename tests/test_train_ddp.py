@@ -7,13 +7,12 @@ The dataset is made once per session by the real pipeline (shared Ray cluster).
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from trainer_fixtures import quick_config, session_dataset
+from trainer_fixtures import free_port, quick_config, session_dataset
 
 from gzipscale.trainers.data import load_run_data
 from gzipscale.trainers.train import RunSpec, train_run
@@ -26,12 +25,6 @@ def dataset(ray_cluster, tmp_path_factory):
 
 
 DDP_TOKENS = 40_960
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ddp_worker(rank: int, world: int, port: int, spec_dict: dict, out: dict) -> None:
@@ -59,7 +52,7 @@ def test_two_process_ddp_matches_one_process(dataset):
         torch.set_num_threads(threads)
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_ddp_worker, args=(2, _free_port(), spec.to_dict(), out), nprocs=2, join=True)
+        mp.spawn(_ddp_worker, args=(2, free_port(), spec.to_dict(), out), nprocs=2, join=True)
         results = dict(out)
     assert set(results) == {0, 1}
     for status, val_loss, steps, tokens in results.values():

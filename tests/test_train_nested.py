@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from trainer_fixtures import free_port
 
 from gzipscale.cli import main
 from gzipscale.grammars.dataset import DatasetSpec
@@ -413,12 +413,6 @@ def test_version_1_checkpoints_resume_and_newer_ones_are_refused(dataset, tmp_pa
 # -- DDP -------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, spec_dict: dict, out: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -447,7 +441,7 @@ def test_two_process_ddp_nested_run_matches_independent_runs(dataset, data):
         torch.set_num_threads(threads)
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_ddp_worker, args=(2, _free_port(), spec.to_dict(), out), nprocs=2, join=True)
+        mp.spawn(_ddp_worker, args=(2, free_port(), spec.to_dict(), out), nprocs=2, join=True)
         results = dict(out)
     assert set(results) == {0, 1}
     for rows, (smallest_steps, smallest_loss) in results.values():

@@ -41,6 +41,15 @@ def session_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _datasets[session]
 
 
+def free_port() -> int:
+    """A TCP port free on this machine now, for a test's gloo process group."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def quick_config(**kw) -> TrainConfig:
     base = dict(eval_tokens=8192, batch_size=8, checkpoint_every=0, warmup_steps=2)
     base.update(kw)
