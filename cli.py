@@ -146,6 +146,12 @@ def add_data(p: argparse.ArgumentParser) -> None:
         help=f"held-out tokens (default {DATASET_EVAL_TOKENS // 1000}K)",
     )
     p.add_argument("--out", help="dataset directory (default data/<grammar>-<tokens>)")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="regenerate exactly the missing or altered shards of a complete dataset "
+        "(byte-identical: each shard is a pure function of the spec)",
+    )
     shared(p, "--context-length", "--sampler", "--workers", "--address", "--json")
 
 
@@ -552,6 +558,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as exc:
+        # A path the system refused (permission, not a folder, read-only, full) where no
+        # check ahead caught it: the user's to fix, so one line, not a traceback.
+        from gzipscale.helpers import path_error_message
+
+        message = path_error_message(exc)
+        if message is None:
+            raise
+        print(f"gzipscale {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             f"gzipscale {args.command}: interrupted; run the same command again to resume",

@@ -9,6 +9,7 @@ torch, ray) are imported inside the functions that need them, so the command lin
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -131,8 +132,14 @@ def format_size(n: int) -> str:
     return str(n)
 
 
+# Each seed is a grammar built and scored in turn; a range such as 0-99999999999 would
+# otherwise be expanded into a list until memory runs out, long before any work.
+MAX_SEEDS = 10_000
+
+
 def parse_seeds(text: str) -> list[int]:
-    """``3`` -> [3]; ``0-4`` -> [0..4]; ``1,5,9`` -> [1, 5, 9]; duplicates dropped."""
+    """``3`` -> [3]; ``0-4`` -> [0..4]; ``1,5,9`` -> [1, 5, 9]; duplicates dropped; at most
+    :data:`MAX_SEEDS` of them."""
     seeds: list[int] = []
     try:
         for part in text.split(","):
@@ -141,13 +148,21 @@ def parse_seeds(text: str) -> list[int]:
                 lo, hi = part.split("-", 1)
                 if int(hi) < int(lo):
                     raise ValueError
+                if len(seeds) + int(hi) - int(lo) + 1 > MAX_SEEDS:
+                    raise SpecError(
+                        f"field 'seeds' may list at most {MAX_SEEDS:,} seeds, got {text!r}"
+                    )
                 seeds += list(range(int(lo), int(hi) + 1))
             else:
                 seeds.append(int(part))
+    except SpecError:  # the cap's own message (a SpecError is a ValueError too)
+        raise
     except ValueError:
         raise SpecError(
             f"field 'seeds' must be integers such as 3, 0-4 or 1,5,9, got {text!r}"
         ) from None
+    if len(seeds) > MAX_SEEDS:
+        raise SpecError(f"field 'seeds' may list at most {MAX_SEEDS:,} seeds, got {len(seeds):,}")
     return list(dict.fromkeys(seeds))
 
 
@@ -162,6 +177,75 @@ def spec_differences(have: dict, want: dict, prefix: str = "") -> list[str]:
         elif a != b:
             diffs.append(f"{prefix}{key}: {a!r} there, {b!r} requested")
     return diffs
+
+
+# -- destinations the user names ----------------------------------------------------------
+
+
+def writable_destination(path: str | os.PathLike, field: str, kind: str = "directory") -> Path:
+    """Refuse, before any work starts, a ``--out``/``--storage`` that cannot be created.
+
+    ``kind`` is ``"directory"`` (the command creates or fills a folder) or ``"file"``. The
+    nearest existing ancestor must be a folder in which this process can create an entry;
+    that is tried (a temporary folder made and removed at once), because permission bits
+    do not tell: root ignores them, and a file system such as /sys refuses root too.
+    Returns the path unchanged; raises :class:`InputError` naming ``field``, the path and
+    the reason.
+    """
+    path = Path(path)
+    shown = f"{field} {path}"
+    if path.exists():
+        if kind == "directory" and not path.is_dir():
+            raise InputError(f"{shown}: is a file, not a directory; give a folder")
+        if kind == "file" and path.is_dir():
+            raise InputError(f"{shown}: is a folder; give a file name")
+        if kind == "file":
+            parent = path.parent
+        else:
+            parent = path  # it already exists: what it must allow is creating entries in it
+    else:
+        parent = path.parent
+    ancestor = Path(os.path.abspath(parent))
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{shown}: {ancestor} is a file, not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".gzipscale-probe-", dir=ancestor))
+    except OSError as exc:
+        raise InputError(
+            f"{shown}: cannot create anything in {ancestor} ({exc.strerror})"
+        ) from None
+    return path
+
+
+# Errors of the operating system about a path (not a bug of the program): the command line
+# reports them in one line, as it does a UserError.
+PATH_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EACCES",
+        "EPERM",
+        "ENOTDIR",
+        "EISDIR",
+        "EROFS",
+        "ENOSPC",
+        "EDQUOT",
+        "EEXIST",
+        "ENAMETOOLONG",
+        "ELOOP",
+        "EMLINK",
+        "ENOTEMPTY",
+    )
+    if hasattr(errno, name)
+)
+
+
+def path_error_message(exc: BaseException) -> str | None:
+    """One line for an OSError about a path the system refused, or None for anything else."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.errno in PATH_ERRNOS:
+        return f"cannot use {exc.filename}: {exc.strerror}"
+    return None
 
 
 # -- atomic writes and checksums --------------------------------------------------------------
@@ -345,6 +429,28 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, **init_k
         return
     kwargs: dict = {"logging_level": logging.WARNING, "log_to_driver": False, **init_kwargs}
     if address or os.environ.get("RAY_ADDRESS"):
+        _check_reachable(address or os.environ["RAY_ADDRESS"])
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` with nothing listening, within seconds: Ray's GCS client
+    otherwise retries for a minute or more before it gives up. ``auto`` and ``ray://``
+    addresses are left to Ray."""
+    import socket
+
+    match = re.fullmatch(r"\s*([^:/\s]+):(\d+)\s*", address)
+    if not match:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"no Ray cluster at {address} ({exc.strerror or exc}); start one with "
+            "`ray start --head --node-ip-address 127.0.0.1`, or leave --address and RAY_ADDRESS "
+            "unset for an embedded cluster"
+        ) from None

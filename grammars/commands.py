@@ -13,7 +13,13 @@ import os
 import sys
 import time
 
-from gzipscale.helpers import Progress, UserError, console
+from gzipscale.helpers import (
+    Progress,
+    UserError,
+    check_int_field,
+    console,
+    writable_destination,
+)
 
 # -- gzipscale data ---------------------------------------------------------------------
 
@@ -22,7 +28,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from gzipscale.grammars.dataset import DatasetSpec
     from gzipscale.grammars.pipeline import generate_dataset
     from gzipscale.grammars.spec import GrammarSpec
-    from gzipscale.helpers import check_int_field, ensure_ray, format_size, parse_size
+    from gzipscale.helpers import ensure_ray, format_size, parse_size
 
     grammar = GrammarSpec.parse(args.grammar, seed=check_int_field("seed", args.seed, 0, 2**63 - 1))
     spec = DatasetSpec(
@@ -35,6 +41,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.workers is not None:
         check_int_field("workers", args.workers, 1, 1 << 16)
     out = args.out or os.path.join("data", f"{grammar.name}-{format_size(spec.tokens)}")
+    writable_destination(out, "--out")  # before Ray starts and any block is sampled
     out_console = console()
     if args.address:
         ensure_ray(address=args.address)
@@ -42,7 +49,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     label = f"data {grammar.short} seed {grammar.seed}"
     with Progress(label, out_console, unit="blocks") as progress:
-        manifest = generate_dataset(spec, out, workers=args.workers, on_progress=progress.update)
+        manifest = generate_dataset(
+            spec, out, workers=args.workers, on_progress=progress.update, repair=args.repair
+        )
     wall = time.perf_counter() - start
     summary = {
         "out": os.path.abspath(out),
@@ -55,6 +64,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         "gzip": manifest["gzip"],
         "eval": {k: manifest["eval"][k] for k in ("tokens", "documents", "gzip")},
         "shards": len(manifest["shards"]),
+        "repaired": manifest["repaired"],
         "wall_s": wall,
     }
     if args.json:
@@ -62,6 +72,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     else:
         g = manifest["gzip"]
         verb = "reused" if manifest["reused"] else "wrote"
+        if manifest["repaired"]:
+            out_console.print(
+                f"repaired {len(manifest['repaired'])} shards, each byte-identical to the "
+                f"original: {', '.join(manifest['repaired'])}"
+            )
+        elif args.repair and manifest["reused"]:
+            out_console.print("nothing to repair: every shard matches its checksum")
         out_console.print(
             f"{verb} {manifest['tokens']:,} tokens ({manifest['documents']:,} documents, "
             f"{len(manifest['shards'])} shards) + {manifest['eval']['tokens']:,} eval tokens "
@@ -102,6 +119,9 @@ def cmd_gzip(args: argparse.Namespace) -> int:
 
     if not args.paths and not args.real:
         raise UserError("give at least one PATH to score, or --real for the real-data references")
+    check_int_field("context-length", args.context_length, 1, 1 << 20)
+    if args.plot:
+        writable_destination(args.plot, "--plot", kind="file")  # before the scoring
     scores = []
     for path in args.paths:
         scores += score_path(path, text=args.text, context_length=args.context_length)

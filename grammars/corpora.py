@@ -134,14 +134,21 @@ def score_path(
     path: str | Path, text: bool = False, context_length: int = DEFAULT_CONTEXT_LENGTH
 ) -> list[CorpusScore]:
     """Score a dataset directory, a Parquet file, a ``.npy`` file, or text files/directories."""
-    from .dataset import read_gzip_column, read_manifest
+    from .dataset import read_shard, verify_dataset
 
     path = Path(path)
     if not path.exists():
         raise PathNotFound(f"{path} does not exist")
     if path.is_dir() and (path / MANIFEST_FILE).exists() and not text:
-        manifest = read_manifest(path)
-        ratios = np.concatenate([read_gzip_column(path / s["path"]) for s in manifest["shards"]])
+        # Every training shard present and as recorded, then each one's bytes checked
+        # against its checksum as it is read: a bad shard is named, never scored.
+        manifest = verify_dataset(path, checksums=False, splits=("train",))
+        ratios = np.concatenate(
+            [
+                read_shard(path, manifest, "train", b, ["gzip"])["gzip"].to_numpy()
+                for b in range(len(manifest["shards"]))
+            ]
+        )
         return [CorpusScore(manifest["name"], "pcfg", GzipStats.of(ratios), str(path), ratios)]
     if path.suffix == ".parquet" and not text:
         docs = _token_documents_from_parquet(path, context_length)

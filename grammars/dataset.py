@@ -299,25 +299,167 @@ def read_manifest(path: str | Path) -> dict:
                 "`gzipscale data` command again to finish it"
             )
         raise DatasetError(f"{path} is not a dataset directory (no {MANIFEST_FILE})")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT:
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{manifest_path} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DatasetError(f"{manifest_path} is not a gzipscale dataset manifest")
+    check_manifest(path, manifest)
     return manifest
 
 
-def verify_dataset(path: str | Path, checksums: bool = True) -> dict:
-    """Check that every shard is present (and, with ``checksums``, intact); return the manifest."""
+# -- what a command may rely on -----------------------------------------------------------------
+# The manifest is a file anyone can edit, so nothing a command relies on is taken from it
+# unchecked: its counts must agree with each other and with the shards' own Parquet
+# metadata, its shard paths must be the fixed layout's, and a shard's bytes must hash to
+# the recorded checksum before they are parsed.
+
+
+def _split(manifest: dict, split: str) -> dict:
+    return manifest if split == "train" else manifest["eval"]
+
+
+def check_manifest(path: Path, manifest: dict) -> None:
+    """Refuse a manifest whose counts disagree or whose shard paths leave the layout."""
+    where = f"dataset {path}: {MANIFEST_FILE}"
+    try:
+        length = int(manifest["context_length"])
+        for split in SPLIT_STREAMS:
+            part = _split(manifest, split)
+            docs, shards = int(part["documents"]), part["shards"]
+            if int(part["tokens"]) != docs * length:
+                raise DatasetError(
+                    f"{where} says {split} has {part['tokens']} tokens but {docs} documents of "
+                    f"{length} ({docs * length} tokens); it was edited or is corrupt"
+                )
+            for b, shard in enumerate(shards):
+                rel = str(shard["path"])
+                # Refused before any file is opened: a manifest must never point a command
+                # at a file outside its own directory.
+                if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                    raise DatasetError(
+                        f"{where} names shard path {rel!r}, outside the dataset directory; "
+                        "refusing to read it"
+                    )
+                if rel != shard_path(split, b):
+                    raise DatasetError(
+                        f"{where} names shard {b} of {split} {rel!r}, expected "
+                        f"{shard_path(split, b)!r}; it was edited or is corrupt"
+                    )
+            listed = sum(int(s["documents"]) for s in shards)
+            if listed != docs:
+                raise DatasetError(
+                    f"{where} says {split} has {docs} documents but its shards list {listed}; "
+                    "it was edited or is corrupt"
+                )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"{where} is malformed ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass(frozen=True)
+class ShardProblem:
+    """One shard that cannot be used as its manifest records it."""
+
+    path: str  # relative to the dataset directory, as in the manifest
+    split: str
+    block: int
+    problem: str  # "is missing", "fails its checksum", ...
+
+
+def repair_command(path: Path, manifest: dict) -> str:
+    """The `gzipscale data` command that regenerates the bad shards of this dataset."""
+    try:
+        spec = DatasetSpec.from_dict(manifest["spec"])
+    except (KeyError, TypeError, ValueError, UserError):
+        return f"delete {path} and generate it again with `gzipscale data`"
+    g = spec.grammar
+    return (
+        f"`gzipscale data --grammar {g.short} --seed {g.seed} --tokens {spec.tokens} "
+        f"--eval-tokens {spec.eval_tokens} --context-length {spec.context_length} "
+        f"--sampler {spec.sampler} --out {path} --repair`"
+    )
+
+
+def shard_problem(path: Path, shard: dict, length: int, checksums: bool) -> str | None:
+    """What is wrong with one shard on disk (None: it is as recorded)."""
+    file = path / shard["path"]
+    if not file.is_file():
+        return "is missing"
+    size = file.stat().st_size
+    if size != shard["bytes"]:
+        return f"has {size} bytes, the manifest records {shard['bytes']}"
+    if checksums and file_sha256(file) != shard["sha256"]:
+        return "fails its checksum (its bytes changed)"
+    try:
+        meta = pq.read_metadata(file)
+        schema = meta.schema.to_arrow_schema()
+    except (OSError, pa.ArrowException) as exc:
+        return f"is not a readable Parquet file ({exc})"
+    if meta.num_rows != shard["documents"]:
+        return f"has {meta.num_rows} rows, the manifest records {shard['documents']}"
+    tokens = schema.field("tokens").type if "tokens" in schema.names else None
+    if tokens is None or getattr(tokens, "list_size", None) != length:
+        return f"does not hold {length}-token documents (column 'tokens' is {tokens})"
+    return None
+
+
+def shard_problems(
+    path: str | Path,
+    manifest: dict,
+    splits: tuple[str, ...] = tuple(SPLIT_STREAMS),
+    checksums: bool = True,
+) -> list[ShardProblem]:
+    """Every shard of ``splits`` that is missing, resized, altered or not as recorded."""
+    path = Path(path)
+    length = int(manifest["context_length"])
+    found = []
+    for split in splits:
+        for b, shard in enumerate(_split(manifest, split)["shards"]):
+            problem = shard_problem(path, shard, length, checksums)
+            if problem is not None:
+                found.append(ShardProblem(shard["path"], split, b, problem))
+    return found
+
+
+def bad_shards_error(path: Path, manifest: dict, problems: list[ShardProblem]) -> DatasetError:
+    shown = "; ".join(f"{p.path} {p.problem}" for p in problems[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return DatasetError(
+        f"dataset {path}: shard {shown}{more}. Nothing was read from it; every shard is a "
+        f"pure function of the spec, so regenerate exactly the bad ones with "
+        f"{repair_command(path, manifest)}"
+    )
+
+
+def verify_dataset(
+    path: str | Path, checksums: bool = True, splits: tuple[str, ...] = tuple(SPLIT_STREAMS)
+) -> dict:
+    """Check that every shard of ``splits`` is present, as recorded (size, rows, document
+    length) and, with ``checksums``, intact; return the manifest."""
     path = Path(path)
     manifest = read_manifest(path)
-    for shard in manifest["shards"] + manifest["eval"]["shards"]:
-        file = path / shard["path"]
-        if not file.exists():
-            raise DatasetError(f"dataset {path}: shard {shard['path']} is missing")
-        if file.stat().st_size != shard["bytes"]:
-            raise DatasetError(f"dataset {path}: shard {shard['path']} has the wrong size")
-        if checksums and file_sha256(file) != shard["sha256"]:
-            raise DatasetError(f"dataset {path}: shard {shard['path']} fails its checksum")
+    problems = shard_problems(path, manifest, splits, checksums)
+    if problems:
+        raise bad_shards_error(path, manifest, problems)
     return manifest
+
+
+def read_shard(path: Path, manifest: dict, split: str, block: int, columns: list[str]) -> pa.Table:
+    """One shard's columns, parsed from bytes that were hashed first (one read, no window
+    between the check and the use)."""
+    shard = _split(manifest, split)["shards"][block]
+    file = path / shard["path"]
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        data = None
+    if data is None or hashlib.sha256(data).hexdigest() != shard["sha256"]:
+        problem = "is missing" if data is None else "fails its checksum (its bytes changed)"
+        raise bad_shards_error(path, manifest, [ShardProblem(shard["path"], split, block, problem)])
+    return pq.read_table(pa.BufferReader(data), columns=columns)
 
 
 def load_tokens(
@@ -326,11 +468,12 @@ def load_tokens(
     """The first documents of a split as one (documents, context_length) int32 array.
 
     ``max_tokens`` reads only the shards needed for that many tokens (rounded up to whole
-    documents); asking for more than the split holds is an error.
+    documents); asking for more than the split holds is an error. Each shard read is
+    checked against its checksum first, and the count returned is the shards' own.
     """
     path = Path(path)
     manifest = read_manifest(path)
-    part = manifest if split == "train" else manifest["eval"]
+    part = _split(manifest, split)
     length = manifest["context_length"]
     n_docs = part["documents"]
     if max_tokens is not None:
@@ -341,10 +484,17 @@ def load_tokens(
             )
         n_docs = want
     chunks, have = [], 0
-    for shard in part["shards"]:
+    for block in range(len(part["shards"])):
         if have >= n_docs:
             break
-        col = pq.read_table(path / shard["path"], columns=["tokens"])["tokens"].combine_chunks()
+        col = read_shard(path, manifest, split, block, ["tokens"])["tokens"].combine_chunks()
         chunks.append(col.flatten().to_numpy().reshape(-1, length))
         have += len(chunks[-1])
+    if have < n_docs:
+        # The shards hold fewer documents than the manifest promised: never train or score
+        # on less than was asked for and call it done.
+        raise DatasetError(
+            f"dataset {path}: its {split} shards hold {have} documents, {n_docs} needed; "
+            f"{MANIFEST_FILE} overstates them (edited or corrupt)"
+        )
     return np.concatenate(chunks)[:n_docs].astype(np.int32, copy=False)

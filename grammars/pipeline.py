@@ -20,10 +20,14 @@ from gzipscale.helpers import atomic_write_bytes, ensure_ray
 from .dataset import (
     DatasetError,
     DatasetSpec,
+    ShardProblem,
+    bad_shards_error,
     build_shard,
+    check_manifest,
     finalize,
     missing_blocks,
     prepare_output,
+    shard_problems,
     verify_dataset,
 )
 from .floor import (
@@ -95,23 +99,90 @@ def _build_shards(batch: dict, spec_dict: dict) -> dict:
     return {key: [r[key] for r in records] for key in records[0]}
 
 
+def _built_shards(spec: DatasetSpec, todo: list[tuple[str, int]], workers: int | None):
+    """The shard records of blocks ``todo``, made by Ray Data tasks, as they finish."""
+    ensure_ray()
+    import ray.data
+
+    _configure_ray_data()
+    ds = ray.data.from_items(
+        [{"split": s, "block": b} for s, b in todo], override_num_blocks=len(todo)
+    ).map_batches(
+        _build_shards,
+        batch_size=1,
+        fn_kwargs={"spec_dict": spec.to_dict()},
+        **_parallelism(workers),
+    )
+    yield from ds.iter_rows()
+
+
+def repair_dataset(
+    spec: DatasetSpec,
+    out: Path,
+    manifest: dict,
+    problems: list[ShardProblem],
+    workers: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """Regenerate exactly the missing or altered shards of the complete dataset ``out``.
+
+    A shard is a pure function of the spec and its block, so the new bytes must hash to the
+    checksum the manifest recorded; one that does not (another pyarrow or numpy version,
+    an edited manifest) is refused and not written. Returns the repaired shard paths.
+    """
+    if on_progress:
+        on_progress(0, len(problems))
+    records = {
+        p.path: (manifest if p.split == "train" else manifest["eval"])["shards"][p.block]
+        for p in problems
+    }
+    repaired = []
+    if problems:
+        todo = [(p.split, p.block) for p in problems]
+        for row in _built_shards(spec, todo, workers):
+            want = records[row["path"]]["sha256"]
+            if row["sha256"] != want:
+                raise DatasetError(
+                    f"dataset {out}: regenerated shard {row['path']} hashes to "
+                    f"{row['sha256'][:12]}…, not the recorded {want[:12]}…, so it was not "
+                    "written (the dataset was made by other library versions, or its manifest "
+                    "was edited); delete the directory and generate it again"
+                )
+            atomic_write_bytes(out / row["path"], row["data"])
+            repaired.append(row["path"])
+            if on_progress:
+                on_progress(len(repaired), len(problems))
+        verify_dataset(out)  # the repaired dataset passes what any reader will check
+    return sorted(repaired)
+
+
 def generate_dataset(
     spec: DatasetSpec,
     out: str | Path,
     workers: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    repair: bool = False,
 ) -> dict:
     """Make the dataset ``spec`` in ``out`` (or reuse it if complete); return its manifest.
+
+    A complete dataset is reused only once every shard matches its checksum; otherwise it
+    is refused, naming the bad shards, unless ``repair`` regenerates them.
 
     Args:
         workers: most blocks generated at once (default: every CPU of the cluster).
         on_progress: called as ``on_progress(done_blocks, total_blocks)``.
+        repair: regenerate the missing or altered shards of a complete dataset.
     """
     out = Path(out).resolve()
     start = time.perf_counter()
     existing = prepare_output(out, spec)
     if existing is not None:
-        verify_dataset(out, checksums=False)
+        # Reuse is where a flipped byte used to pass unseen: every shard is hashed here.
+        check_manifest(out, existing)
+        problems = shard_problems(out, existing)
+        if problems and not repair:
+            raise bad_shards_error(out, existing, problems)
+        existing["repaired"] = repair_dataset(spec, out, existing, problems, workers, on_progress)
         existing["reused"] = True
         return existing
     todo = missing_blocks(out, spec)
@@ -121,20 +192,7 @@ def generate_dataset(
         on_progress(done, total)
     known: dict[str, dict] = {}
     if todo:
-        ensure_ray()
-        import ray
-        import ray.data
-
-        _configure_ray_data()
-        ds = ray.data.from_items(
-            [{"split": s, "block": b} for s, b in todo], override_num_blocks=len(todo)
-        ).map_batches(
-            _build_shards,
-            batch_size=1,
-            fn_kwargs={"spec_dict": spec.to_dict()},
-            **_parallelism(workers),
-        )
-        for row in ds.iter_rows():
+        for row in _built_shards(spec, todo, workers):
             atomic_write_bytes(out / row["path"], row["data"])
             known[row["path"]] = {k: row[k] for k in ("sha256", "bytes", "documents")}
             done += 1
@@ -145,4 +203,5 @@ def generate_dataset(
     floor = compute_floor(spec)
     manifest = finalize(out, spec, known, wall_s=time.perf_counter() - start, floor=floor)
     manifest["reused"] = False
+    manifest["repaired"] = []
     return manifest

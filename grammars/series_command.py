@@ -258,6 +258,8 @@ def cmd_series(args: argparse.Namespace) -> int:
         floor_documents = check_int_field("floor_documents", args.floor_documents, 2, 1_000_000)
     if args.out and Path(args.out).is_dir():
         raise InputError(f"--out {args.out} is a folder; give a file name such as series.json")
+    if args.out:
+        helpers.writable_destination(args.out, "--out", kind="file")  # before Ray starts
     console = helpers.console()
     ensure_ray(address=args.address)
     last = [0.0]

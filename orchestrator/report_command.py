@@ -84,7 +84,13 @@ def cmd_reproduction(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from gzipscale.analysis.report import build_report
+    from gzipscale.helpers import writable_destination
 
+    # Before the fits: a destination that cannot be written is known now, not minutes later.
+    if args.out is not None:
+        writable_destination(args.out, "--out")
+    if args.reproduction is not None:
+        writable_destination(args.reproduction, "--reproduction", kind="file")
     if args.reproduction is not None:
         if args.out is not None:
             raise InputError(

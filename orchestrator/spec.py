@@ -40,7 +40,7 @@ from gzipscale.helpers import (
     PathNotFound,
     SpecError,
     check_choice,
-    check_int_field,
+    check_int,
     check_number,
     parse_size,
     spec_differences,
@@ -65,6 +65,11 @@ class GrammarEntry:
     sampler: str = "prefix"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.grammar, str):
+            raise SpecError(
+                f"field 'grammars.grammar' must be a string such as \"20,300,5,10\", got {self.grammar!r}"
+            )
+        check_int("grammars.seed", self.seed, 0, 2**63 - 1)  # strict: it is saved as given
         GrammarSpec.parse(self.grammar, seed=self.seed)  # raises SpecError naming the field
         check_choice("grammars.sampler", self.sampler, SAMPLER_MODES)
 
@@ -101,10 +106,10 @@ class Resources:
         check_number("resources.cpus_per_trial", self.cpus_per_trial, 0, 1024, low_open=True)
         check_choice("resources.gpu", self.gpu, GPU_MODES)
         check_number("resources.gpu_fraction", self.gpu_fraction, 0, 1, low_open=True)
-        check_int_field("resources.whole_gpu_params", self.whole_gpu_params, 0, 10**13)
-        check_int_field("resources.multi_gpu_params", self.multi_gpu_params, 0, 10**13)
-        check_int_field("resources.gpus_per_multi", self.gpus_per_multi, 1, 1024)
-        check_int_field("resources.max_concurrent_trials", self.max_concurrent_trials, 0, 100_000)
+        check_int("resources.whole_gpu_params", self.whole_gpu_params, 0, 10**13)
+        check_int("resources.multi_gpu_params", self.multi_gpu_params, 0, 10**13)
+        check_int("resources.gpus_per_multi", self.gpus_per_multi, 1, 1024)
+        check_int("resources.max_concurrent_trials", self.max_concurrent_trials, 0, 100_000)
 
 
 @dataclass(frozen=True)
@@ -143,15 +148,16 @@ class SweepSpec:
                 )
         if len(set(self.shapes)) != len(self.shapes):
             raise SpecError("field 'shapes' lists a shape twice")
+        # Types first (strict: 256.0 or "2" would be saved as given and fail every trial).
+        check_int("context_length", self.context_length, 2, 1 << 20)
+        check_int("max_failures", self.max_failures, -1, 1000)
         if not self.data_sizes:
             raise SpecError("field 'data_sizes' must list at least one size")
         if len(set(self.data_sizes)) != len(self.data_sizes):
             raise SpecError("field 'data_sizes' lists a size twice")
         for d in self.data_sizes:
-            check_int_field("data_sizes", d, self.context_length, 10**13)
-        check_int_field("eval_tokens", self.eval_tokens, self.context_length, 10**12)
-        check_int_field("context_length", self.context_length, 2, 1 << 20)
-        check_int_field("max_failures", self.max_failures, -1, 1000)
+            check_int("data_sizes", d, self.context_length, 10**13)
+        check_int("eval_tokens", self.eval_tokens, self.context_length, 10**12)
         if not isinstance(self.nested, bool):
             raise SpecError(f"field 'nested' must be true or false, got {self.nested!r}")
         check_choice("order", self.order, ORDERS)
@@ -161,7 +167,7 @@ class SweepSpec:
                 "length, so a smaller data size partway through is not a run of that size; set "
                 'train.schedule = "wsd" (warmup-stable-decay) or "constant", or nested = false'
             )
-        if self.train.eval_tokens != self.eval_tokens:
+        if self.train.eval_tokens != self.eval_tokens:  # from_dict refused a conflict
             object.__setattr__(
                 self, "train", self.train.with_overrides(eval_tokens=self.eval_tokens)
             )
@@ -194,8 +200,15 @@ class SweepSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepSpec:
+        if not isinstance(d, dict):
+            raise SpecError(
+                f"a sweep spec must be a table (JSON object) of fields, got a {type(d).__name__}"
+            )
         d = dict(d)
         _no_unknown(d, {f.name for f in fields(cls)}, "the sweep spec")
+        for key in ("grammars", "shapes", "data_sizes"):
+            if key in d and not isinstance(d[key], list | tuple):
+                raise SpecError(f"field {key!r} must be a list, got {d[key]!r}")
         grammars = []
         for i, g in enumerate(d.get("grammars") or []):
             if not isinstance(g, dict):
@@ -208,9 +221,20 @@ class SweepSpec:
         if not isinstance(train, dict):
             raise SpecError("field 'train' must be a table of training settings")
         train = dict(train)
+        eval_tokens = parse_size(d.get("eval_tokens", EVAL_TOKENS), "eval_tokens")
+        if "eval_tokens" in train and train["eval_tokens"] != eval_tokens:
+            # Every trial scores the top-level eval_tokens (the datasets are made for it);
+            # a different value under [train] would be silently overridden.
+            raise SpecError(
+                f"field 'train.eval_tokens' ({train['eval_tokens']!r}) differs from the "
+                f"top-level 'eval_tokens' ({eval_tokens}), which every trial uses; set "
+                "eval_tokens once, at the top level"
+            )
         base = preset(train.pop("preset", "cpu"))
         train_config = TrainConfig.from_dict({**base.to_dict(), **train})
         resources = d.get("resources") or {}
+        if not isinstance(resources, dict):
+            raise SpecError("field 'resources' must be a table of resource settings")
         _no_unknown(resources, {f.name for f in fields(Resources)}, "resources")
         for key in ("name", "shapes", "data_sizes"):
             if key not in d:
@@ -221,8 +245,8 @@ class SweepSpec:
             shapes=tuple(d["shapes"]),
             data_sizes=tuple(parse_size(x, "data_sizes") for x in d["data_sizes"]),
             train=train_config,
-            eval_tokens=parse_size(d.get("eval_tokens", 131_072), "eval_tokens"),
-            context_length=d.get("context_length", 256),
+            eval_tokens=eval_tokens,
+            context_length=d.get("context_length", DEFAULT_CONTEXT_LENGTH),
             resources=Resources(**resources),
             max_failures=d.get("max_failures", 2),
             nested=d.get("nested", False),
@@ -259,6 +283,8 @@ class SweepSpec:
         checked like any new spec (e.g. ``nested=True, train={"schedule": "wsd"}``)."""
         d = {**self.to_dict(), **changes}
         d["train"] = {**d["train"], **(train or {})}
+        if "eval_tokens" in changes and "eval_tokens" not in (train or {}):
+            d["train"]["eval_tokens"] = d["eval_tokens"]  # the old value is no conflict
         return SweepSpec.from_dict(d)
 
 

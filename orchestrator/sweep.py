@@ -313,7 +313,20 @@ def dry_run(spec: SweepSpec) -> dict:
     return plan_summary(spec, use_gpu)
 
 
-def run_sweep(
+def run_sweep(spec: SweepSpec, storage: str, **options) -> SweepOutcome:
+    """Run (or resume) ``spec`` with its run directory in ``storage``; see the module doc.
+
+    One driver per sweep: the run directory is locked (``orchestrator.lock``) before
+    anything is read or written, and a second driver is refused naming the first.
+    ``options`` are :func:`_drive`'s.
+    """
+    from .lock import driver_lock
+
+    with driver_lock(join(resolve_storage(storage), spec.name)):
+        return _drive(spec, storage, **options)
+
+
+def _drive(
     spec: SweepSpec,
     storage: str,
     *,
@@ -323,11 +336,8 @@ def run_sweep(
     say: Callable[[str], None] = print,
     trainable=None,
 ) -> SweepOutcome:
-    """Run (or resume) ``spec`` with its run directory in ``storage``; see the module doc.
-
-    ``callbacks`` are extra Tune callbacks (the live display); ``trainable`` replaces
-    :func:`orchestrator.trial.train_trial` (fault-injection tests wrap it).
-    """
+    """``callbacks`` are extra Tune callbacks (the live display); ``trainable`` replaces
+    :func:`orchestrator.trial.train_trial` (fault-injection tests wrap it)."""
     import ray
 
     from gzipscale.analysis.actor import get_or_create_analysis_actor

@@ -151,6 +151,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .watch import LiveDisplay
 
     storage = resolve_storage(args.storage)
+    if not is_uri(storage):  # before Ray starts; a URI's store is checked when it is opened
+        from gzipscale.helpers import writable_destination
+
+        writable_destination(join(storage, spec.name), "--storage")
     _quiet_tune()
     display = None
     if not args.json and not is_uri(storage):
@@ -187,6 +191,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(
             f"gzipscale sweep: {outcome.missing} runs did not finish; run the same command "
             "again to resume",
+            file=sys.stderr,
+        )
+        return 1
+    if outcome.failed:
+        # A sweep with failed runs is not a success, even when nothing is left to resume.
+        print(
+            f"gzipscale sweep: {len(outcome.failed)} of {outcome.runs} runs failed; the reasons "
+            f"are in {os.path.join(outcome.run_dir, 'results.csv')} (column reason)",
             file=sys.stderr,
         )
         return 1

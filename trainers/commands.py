@@ -11,7 +11,6 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
 
 from gzipscale.helpers import Progress, console
 
@@ -66,16 +65,19 @@ def build_spec(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from gzipscale.helpers import writable_destination
+
     from .data import load_run_data
     from .run_dir import plot_curve, prepare_run_dir, write_result
     from .session import LocalSession
-    from .train import train_run
+    from .train import run_vocab, train_run
 
     spec = build_spec(args)
-    run_dir = Path(args.out)
+    run_dir = writable_destination(args.out, "--out")
     # Read and check the data before the run directory is created: a run that cannot
     # start must not leave a directory that later refuses the corrected command.
     data = load_run_data(spec.data, spec.tokens, spec.config.eval_tokens)
+    run_vocab(spec.config, data)
     done = prepare_run_dir(run_dir, spec)
     out = console()
     if done is not None:

@@ -36,16 +36,17 @@ class RunData:
         return self.eval.numel()
 
 
-def load_run_data(
-    path: str | Path, tokens: int, eval_tokens: int, checksums: bool = True
-) -> RunData:
+def load_run_data(path: str | Path, tokens: int, eval_tokens: int) -> RunData:
     """Check the dataset (complete, intact, big enough) and read the run's tokens.
 
-    Raises DatasetError before anything is read if the directory is incomplete, a shard
-    fails its checksum, or either split is smaller than asked for.
+    Raises DatasetError before anything is read if the directory is incomplete, a shard is
+    missing or not as recorded (size, Parquet row count, document length), or either split
+    is smaller than asked for; and as it reads, if a shard it reads fails its checksum
+    (``load_tokens`` hashes the bytes it parses, so each shard is read once).
     """
     path = Path(path)
-    manifest = verify_dataset(path, checksums=checksums)
+    # The counts below are the manifest's, checked against the shards' own metadata here.
+    manifest = verify_dataset(path, checksums=False)
     have, have_eval = manifest["tokens"], manifest["eval"]["tokens"]
     if tokens > have:
         raise DatasetError(

@@ -29,7 +29,7 @@ def prepare_run_dir(run_dir: Path, spec: RunSpec) -> dict | None:
     spec_path = run_dir / RUN_SPEC_FILE
     want = spec.to_dict()
     if spec_path.exists():
-        have = RunSpec.from_dict(json.loads(spec_path.read_text()))
+        have = _saved_spec(spec_path)
         diff = spec_differences(have.identity(), spec.identity())
         if diff:
             raise TrainError(
@@ -44,6 +44,22 @@ def prepare_run_dir(run_dir: Path, spec: RunSpec) -> dict | None:
         raise TrainError(f"{run_dir} is not empty and is not a training run directory")
     atomic_write_json(spec_path, want)
     return None
+
+
+def _saved_spec(spec_path: Path) -> RunSpec:
+    """The spec a run directory was made for; a file that is not one (a JSON list, a
+    truncated file, a missing field) is refused by name rather than crashing the resume."""
+    try:
+        saved = json.loads(spec_path.read_text())
+        if not isinstance(saved, dict):
+            raise TypeError(f"a JSON {type(saved).__name__}, not an object")
+        return RunSpec.from_dict(saved)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, KeyError, ValueError) as exc:
+        reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise TrainError(
+            f"{spec_path} is not a training run's spec ({reason}); choose a new --out "
+            "directory, or delete this one to start over"
+        ) from None
 
 
 def write_result(run_dir: Path, result: RunResult) -> None:

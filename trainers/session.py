@@ -35,9 +35,41 @@ CHECKPOINT_FILE = "state.pt"
 _STEP_FILE = re.compile(r"^step-(\d{8})\.pt$")
 
 
+def _checkpoint_globals() -> list:
+    """The few non-tensor types a checkpoint holds: numpy's legacy RNG state (a uint32
+    array) is the only one; everything else is tensors, dicts, lists and numbers."""
+    import numpy as np
+
+    return [np.ndarray, np.dtype, np._core.multiarray._reconstruct, type(np.dtype(np.uint32))]
+
+
 def load_state(path: Path) -> dict:
-    # Our own files, with numpy/python RNG states inside: not weights-only.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint, unpickled weights-only: a file that smuggles any other object (which
+    an unrestricted unpickler would run) is refused, as is a truncated or corrupt one."""
+    import pickle
+    import zipfile
+
+    from .train import TrainError
+
+    try:
+        with torch.serialization.safe_globals(_checkpoint_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False, exactly what must not be done here;
+        # keep only the line naming the type it refused.
+        lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "global" in ln]
+        what = re.sub(r"\s+", " ", lines[0])[:160] if lines else type(exc).__name__
+        raise TrainError(
+            f"checkpoint {path} holds something other than a gzipscale training state "
+            f"({what}); refusing to load it. Delete it to resume from the one before."
+        ) from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        if isinstance(exc, OSError) and not Path(path).is_file():
+            raise
+        raise TrainError(
+            f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}); delete it to "
+            "resume from the one before, or use a new run directory"
+        ) from None
 
 
 class Session:

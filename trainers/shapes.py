@@ -66,6 +66,7 @@ PAPER_SHAPES = (
 # The `tiny` sweep preset uses the six smallest (up to ~430K parameters) so that 36 runs
 # per grammar fit a laptop; tiny-7 and tiny-8 extend the range for longer CPU sweeps.
 TINY_SHAPES = (
+    ModelShape("tiny-0", 8, 16, 1, 1),
     ModelShape("tiny-1", 16, 32, 1, 1),
     ModelShape("tiny-2", 24, 48, 2, 2),
     ModelShape("tiny-3", 32, 64, 2, 2),

@@ -235,6 +235,18 @@ def make_optimizer(model: Llama, cfg: TrainConfig, device: torch.device):
     return torch.optim.AdamW(model.param_groups(cfg.weight_decay), **kwargs)
 
 
+def run_vocab(cfg: TrainConfig, data) -> int:
+    """The vocabulary a run's model has: the config's, or the dataset's where it says 0.
+    A separate check so that ``gzipscale train`` refuses it before making a run directory."""
+    vocab = cfg.vocab_size or data.vocab_size
+    if vocab < data.vocab_size:
+        raise TrainError(
+            f"field 'vocab_size': {vocab} is smaller than the dataset's vocabulary "
+            f"({data.vocab_size} ids); use 0 for the dataset's own or a larger value such as 32001"
+        )
+    return vocab
+
+
 def wants_compile(cfg: TrainConfig, device: torch.device, steps: int, vocab: int) -> bool:
     """``auto``: always on CUDA. On CPU only for long runs at a small vocabulary: there
     compiling (25-170 s) made a step 1.2-1.7x faster (bench/train_throughput.py), while at
@@ -485,12 +497,7 @@ def train_run(
     rank, world = _distributed()
     if data is None:
         data = load_run_data(spec.data, spec.tokens, cfg.eval_tokens)
-    vocab = cfg.vocab_size or data.vocab_size
-    if vocab < data.vocab_size:
-        raise TrainError(
-            f"field 'vocab_size': {vocab} is smaller than the dataset's vocabulary "
-            f"({data.vocab_size} ids); use 0 for the dataset's own or a larger value such as 32001"
-        )
+    vocab = run_vocab(cfg, data)
     if cfg.batch_size % world:
         raise TrainError(
             f"field 'batch_size': {cfg.batch_size} does not split over {world} workers"
