@@ -247,6 +247,7 @@ def load_points(path: str | Path) -> Points:
         points = Points.from_rows(read_results_csv(results), source=str(results))
         if not points.rows:
             raise InputError(f"{results}: the table has no rows")
+        _refuse_duplicates(points.frame, str(results))
         return points
     frame, label = read_frame(path)
     return _table_points(frame, label)
@@ -301,8 +302,28 @@ def _table_points(frame: pd.DataFrame, label: str) -> Points:
     )
     if out.empty and not excluded:
         raise InputError(f"{label}: the table has no rows")
+    _refuse_duplicates(out, label)
     grammars, all_gzip = _all_rows(frame, pd.Series(datasets, index=frame.index))
     return Points(out, label, excluded, grammars, all_gzip)
+
+
+def _refuse_duplicates(points: pd.DataFrame, label: str) -> None:
+    """Two finished rows of one dataset at the same (N, D) would count one run twice in
+    the fit (and its bootstrap): refuse them, naming the rows."""
+    keys = ["dataset", "params", "tokens"]
+    repeated = points[points.duplicated(keys, keep=False)]
+    if repeated.empty:
+        return
+    groups = [
+        f"rows {', '.join(str(r) for r in group['row'])} ({name}, N={n:.6g}, D={d:.6g})"
+        for (name, n, d), group in repeated.groupby(keys, sort=False)
+    ]
+    raise InputError(
+        f"{label}: {len(groups)} (dataset, params, tokens) point(s) appear more than once "
+        f"among the finished rows: {'; '.join(groups[:3])}"
+        f"{' ...' if len(groups) > 3 else ''}; keep one row per run (drop the copies, or "
+        "mark all but one with a status other than finished)"
+    )
 
 
 def _all_rows(frame: pd.DataFrame, names: pd.Series) -> tuple[dict[str, str], dict[str, float]]:

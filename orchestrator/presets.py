@@ -20,12 +20,13 @@ TINY_GRID = {
 TINY_TRAIN = {"preset": "cpu", "batch_size": 8, "checkpoint_every": 100}
 
 PRESETS: dict[str, dict] = {
-    # 8 runs of the two smallest tiny shapes on two grammars: every stage of a sweep (data,
-    # Tune trials with checkpoints, results.csv, live fits, report) in about 2 minutes.
+    # 12 runs of the three smallest tiny shapes on two grammars: every stage of a sweep
+    # (data, Tune trials with checkpoints, results.csv, live fits, report) in about 2
+    # minutes. Six runs per grammar, the fewest a free fit takes, so the report fits both.
     "smoke": {
         "name": "smoke",
         "grammars": [{"grammar": "3,300,2,2", "seed": 0}, {"grammar": "20,300,5,10", "seed": 0}],
-        "shapes": ["tiny-1", "tiny-2"],
+        "shapes": ["tiny-0", "tiny-1", "tiny-2"],
         "data_sizes": [16_384, 49_152],
         "eval_tokens": 16_384,
         "train": {"preset": "cpu", "batch_size": 8, "checkpoint_every": 4},

@@ -195,3 +195,36 @@ def test_refused_cleanly(argv, named, tmp_path, request):
     assert err.startswith(f"gzipscale {argv[0]}: error: "), err
     assert named in err, err
     assert _snapshot(tmp_path) == before, err
+
+
+def test_fit_refuses_a_table_with_a_duplicated_run(tmp_path):
+    """A run copied twice into a results table would count twice in the fit: refused,
+    naming both rows, with nothing fitted."""
+    import numpy as np
+    import pandas as pd
+
+    N, D = (x.ravel() for x in np.meshgrid([1e4, 2e4, 4e4], [1e5, 2e5, 4e5]))
+    loss = 1 + 50 / N**0.5 + 80 / D**0.4
+    frame = pd.DataFrame({"dataset": "d", "params": N, "tokens": D, "loss": loss})
+    good = tmp_path / "good.csv"
+    frame.to_csv(good, index=False)
+    bad = tmp_path / "bad.csv"
+    pd.concat([frame, frame.iloc[[4]]]).to_csv(bad, index=False)
+    ok = _run(["fit", str(good), "--bootstrap", "0"], tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    refused = _run(["fit", str(bad), "--bootstrap", "0"], tmp_path)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    line = refused.stderr.strip()
+    assert "\n" not in line and "rows 5, 10" in line and "more than once" in line
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("gzipscale")), *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )

@@ -49,7 +49,7 @@ def rows_by_run(run_dir) -> dict:
 
 def test_presets_resolve_and_have_the_promised_sizes():
     smoke, tiny, repro, paper = (preset_spec(n) for n in ("smoke", "tiny", "reproduction", "paper"))
-    assert (len(smoke.grammars), len(smoke.shapes), len(smoke.data_sizes)) == (2, 2, 2)
+    assert (len(smoke.grammars), len(smoke.shapes), len(smoke.data_sizes)) == (2, 3, 2)
     assert len(tiny.grammars) >= 3 and tiny.runs_per_grammar() == 36
     assert len(paper.grammars) == 6 and paper.runs_per_grammar() == 36
     assert paper.train.vocab_size == 32001 and paper.train.lr == 5e-5
@@ -152,9 +152,9 @@ def test_smoke_sweep_end_to_end_and_rerun_changes_nothing(ray_cluster, tmp_path)
     spec = preset_spec("smoke")
     outcome = run_sweep(spec, str(tmp_path), say=lambda s: None)
     run_dir = tmp_path / "smoke"
-    assert outcome.runs == 8 and outcome.finished == 8 and not outcome.failed
+    assert outcome.runs == 12 and outcome.finished == 12 and not outcome.failed
     rows = rows_by_run(run_dir)
-    assert len(rows) == 8
+    assert len(rows) == 12
     assert {r["status"] for r in rows.values()} == {"finished"}
     h = {r["dataset"]: r["gzip"] for r in rows.values()}
     assert h["pcfg-3-300-2-2-s0"] < h["pcfg-20-300-5-10-s0"]
@@ -163,23 +163,27 @@ def test_smoke_sweep_end_to_end_and_rerun_changes_nothing(ray_cluster, tmp_path)
         if tokens == 16_384:
             assert rows[(dataset, shape, 49_152)]["val_loss"] < r["val_loss"]
     assert json.loads((run_dir / "sweep.json").read_text()) == spec.to_dict()
-    assert (run_dir / "events.log").read_text().count("finished") == 8
+    assert (run_dir / "events.log").read_text().count("finished") == 12
+    # Six runs per grammar: the report the sweep wrote at its end fits both.
+    assert outcome.report is not None, outcome.report_note
+    fits = (run_dir / "report" / "table2_fits.csv").read_text()
+    assert "pcfg-3-300-2-2-s0" in fits and "pcfg-20-300-5-10-s0" in fits
 
     # The analysis actor received every run live.
     actor = ray.get_actor("analysis-smoke", namespace="gzipscale")
     snap = ray.get(actor.snapshot.remote())
-    assert snap["counts"]["finished"] == 8
+    assert snap["counts"]["finished"] == 12
 
     # Same command again: nothing re-runs, nothing changes.
     before = (run_dir / "results.csv").read_bytes()
     again = run_sweep(spec, str(tmp_path), say=lambda s: None)
-    assert again.finished == 8
+    assert again.finished == 12
     assert (run_dir / "results.csv").read_bytes() == before
 
     # Same name, different spec: refused, saying what differs; nothing touched.
     changed = SweepSpec.from_dict({**PRESETS["smoke"], "shapes": ["tiny-1", "tiny-3"]})
     with pytest.raises(
-        SweepError, match=r"shapes: \['tiny-1', 'tiny-2'\] there, .*--name NEW_NAME"
+        SweepError, match=r"shapes: \['tiny-0', 'tiny-1', 'tiny-2'\] there, .*--name NEW_NAME"
     ):
         run_sweep(changed, str(tmp_path), say=lambda s: None)
     assert (run_dir / "results.csv").read_bytes() == before

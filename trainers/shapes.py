@@ -61,8 +61,8 @@ PAPER_SHAPES = (
     ModelShape("paper-1.4b", 2048, 4096, 30, 32),
 )
 
-# About 10K to 2M parameters at a PCFG's vocabulary (~300 ids), each about twice the
-# last; intermediate = 2 x hidden and head dimension 12-16, as the paper's proportions.
+# About 5K to 2M parameters at a PCFG's vocabulary (~300 ids), each about twice the
+# last (tiny-0, hidden 8, is where even the simplest syntax limits a model); intermediate = 2 x hidden and head dimension 12-16, as the paper's proportions.
 # The `tiny` sweep preset uses the six smallest (up to ~430K parameters) so that 36 runs
 # per grammar fit a laptop; tiny-7 and tiny-8 extend the range for longer CPU sweeps.
 TINY_SHAPES = (
