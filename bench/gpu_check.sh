@@ -31,12 +31,12 @@ part() {  # part NAME LIMIT_S COMMAND...
 
 if [[ $DRY == 1 ]]; then
     part tests 120 python -m pytest -q -m gpu tests/test_train.py
-    part throughput 120 python bench/gpu_throughput.py --cpu-dry-run
+    part throughput 120 python -m bench.gpu_throughput --cpu-dry-run
     SHAPES='["tiny-1", "tiny-2", "tiny-3"]'; SIZES='[16384, 32768, 65536]'; EXTRA='compile = "off"'
     GPU='"no"'; FIT_LIMIT=240
 else
     part tests 120 python -m pytest -q -m gpu
-    part throughput 150 python bench/gpu_throughput.py --shapes paper-4m,paper-20m,paper-275m
+    part throughput 150 python -m bench.gpu_throughput --shapes paper-4m,paper-20m,paper-275m
     SHAPES='["paper-4m", "paper-9m", "paper-20m"]'; SIZES='["1M", "2M", "4M", "8M"]'; EXTRA=''
     GPU='"yes"'; FIT_LIMIT=200
 fi

@@ -3,8 +3,8 @@ without ``torch.compile``, side by side in one run (part of ``bench/gpu_check.sh
 
 Usage::
 
-    python bench/gpu_throughput.py [--shapes paper-4m,paper-20m,paper-275m] [--steps 20]
-    python bench/gpu_throughput.py --cpu-dry-run   # tiny sizes on CPU: checks it runs
+    python -m bench.gpu_throughput [--shapes paper-4m,paper-20m,paper-275m] [--steps 20]
+    python -m bench.gpu_throughput --cpu-dry-run   # tiny sizes on CPU: checks it runs
 
 FLOPs per trained token: 6·N (N = all parameters, as the sweeps count compute) plus the
 attention's 12·layers·context·hidden (forward and backward of QK^T and AV, causal mask
@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.common import write_results  # noqa: E402
-from gzipscale.trainers.config import preset  # noqa: E402
-from gzipscale.trainers.model import Llama  # noqa: E402
-from gzipscale.trainers.shapes import PAPER_VOCAB, get_shape  # noqa: E402
-from gzipscale.trainers.train import make_optimizer  # noqa: E402
+from bench.common import write_results
+from gzipscale.trainers.config import preset
+from gzipscale.trainers.model import Llama
+from gzipscale.trainers.shapes import PAPER_VOCAB, get_shape
+from gzipscale.trainers.train import make_optimizer
 
 CONTEXT = 256
 BATCH = 32  # the paper's batch: 32 documents of 256 tokens

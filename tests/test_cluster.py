@@ -326,4 +326,4 @@ def test_job_submit_working_dir(own_cluster, tmp_path):
     from gzipscale.analysis.results import read_results_csv
 
     rows = read_results_csv(result)
-    assert len(rows) == 8 and {r.status for r in rows} == {"finished"}
+    assert len(rows) == 12 and {r.status for r in rows} == {"finished"}
