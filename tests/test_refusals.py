@@ -55,6 +55,28 @@ SPECS = [
 ]
 
 # (arguments, what the one-line message must contain); DS stands for the module's dataset.
+
+
+def _train(out: str) -> list[str]:
+    """A `train` command line that is good but for its ``--out``."""
+    args = ["--data", "DS", "--model", "tiny-1", "--tokens", "1K", "--eval-tokens", "8192"]
+    return ["train", *args, "--out", out]
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The real command line, outside any Ray cluster the environment names."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("gzipscale")), *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
 CASES = [
     (["data", "--grammar", "3,300,2,2", "--tokens", "1K", "--out", "afile/x"], "afile"),
     (["data", "--grammar", "3,300,2,2", "--tokens", "1K", "--out", "/sys/x"], "/sys/x"),
@@ -72,38 +94,8 @@ CASES = [
     (["sweep", "--preset", "smoke", "--storage", "afile"], "--storage"),
     (["sweep", "--preset", "smoke", "--storage", "/sys/x"], "--storage"),
     *[(["sweep", "--spec", name], named) for name, _, named in SPECS],
-    (
-        [
-            "train",
-            "--data",
-            "DS",
-            "--model",
-            "tiny-1",
-            "--tokens",
-            "1K",
-            "--eval-tokens",
-            "8192",
-            "--out",
-            "afile/x",
-        ],
-        "afile",
-    ),
-    (
-        [
-            "train",
-            "--data",
-            "DS",
-            "--model",
-            "tiny-1",
-            "--tokens",
-            "1K",
-            "--eval-tokens",
-            "8192",
-            "--out",
-            "/sys/x",
-        ],
-        "/sys/x",
-    ),
+    (_train("afile/x"), "afile"),
+    (_train("/sys/x"), "/sys/x"),
     (
         [
             "train",
@@ -178,16 +170,7 @@ def test_refused_cleanly(argv, named, tmp_path, request):
         argv = [str(data) if a == "DS" else a for a in argv]
     _scratch(tmp_path)
     before = _snapshot(tmp_path)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    done = subprocess.run(
-        [str(Path(sys.executable).with_name("gzipscale")), *argv],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    done = _run(argv, tmp_path)
     err = done.stderr.strip()
     assert done.returncode != 0, (argv, done.stdout, err)
     assert "Traceback" not in done.stderr + done.stdout, err
@@ -216,15 +199,3 @@ def test_fit_refuses_a_table_with_a_duplicated_run(tmp_path):
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     line = refused.stderr.strip()
     assert "\n" not in line and "rows 5, 10" in line and "more than once" in line
-
-
-def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("gzipscale")), *argv],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
