@@ -64,6 +64,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 # -- flags shared by several commands, declared once ---------------------------------------
 
 SHARED_FLAGS: dict[str, dict] = {
@@ -437,6 +444,84 @@ def add_watch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--follow", action="store_true", help="keep watching after every run has ended")
 
 
+def add_design(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PILOT_RUN_DIR", help="a finished pilot sweep's run directory")
+    p.add_argument(
+        "--budget-minutes",
+        type=positive_float,
+        default=12.0,
+        help="wall-time budget of the designed sweep, data and report included (default 12)",
+    )
+    p.add_argument(
+        "--slots",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="trials that run at once (default: this machine's CPUs)",
+    )
+    p.add_argument(
+        "--overhead-s",
+        type=positive_float,
+        default=150.0,
+        help="seconds outside the trials: Ray start, data, report (default 150)",
+    )
+    p.add_argument(
+        "--startup-s",
+        type=positive_float,
+        default=3.0,
+        help="fixed seconds per trial on top of its measured training time (default 3)",
+    )
+    p.add_argument(
+        "--min-steps",
+        type=positive_int,
+        default=128,
+        help="no data size below this many optimizer steps (default 128; docs/design.md)",
+    )
+    p.add_argument(
+        "--max-span",
+        type=positive_float,
+        default=2.0,
+        help="largest hi/lo ratio of an exponent's interval a chosen fit may have (default 2)",
+    )
+    p.add_argument("--name", default="designed", help="the written sweep's name")
+    p.add_argument(
+        "--out",
+        type=_path,
+        default=None,
+        metavar="SPEC.json",
+        help="write the sweep spec here (and the rules' findings to SPEC.design.json); "
+        "default: print it",
+    )
+    p.add_argument("--bootstrap", type=positive_int, default=100, help="resamples per fit")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed")
+
+
+def add_optimum(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", type=_path, help="a finished sweep's run directory"
+    )
+    p.add_argument(
+        "--dataset",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="check only this dataset (repeatable; default: every identified one)",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="runs trained at once (default: this machine's CPUs)",
+    )
+    p.add_argument(
+        "--min-steps",
+        type=positive_int,
+        default=128,
+        help="no run of the check shorter than this many optimizer steps (default 128)",
+    )
+    p.add_argument("--bootstrap", type=positive_int, default=BOOTSTRAP_RESAMPLES)
+    p.add_argument("--seed", type=non_negative_int, default=BOOTSTRAP_SEED)
+
+
 def _path(text: str):
     from pathlib import Path
 
@@ -513,6 +598,25 @@ COMMANDS = {
         "surface with the compute-optimal frontier, frontiers against Chinchilla's, parameters "
         "against gzip H), the tables as CSV and the figures as PNG. The folder is built beside "
         "the target and swapped in when complete.",
+    ),
+    "design": (
+        add_design,
+        "gzipscale.analysis.design_command:cmd_design",
+        "choose a sweep's grammars, shapes and data sizes from a pilot sweep, for a budget",
+        "Apply the design rules of docs/design.md to a finished pilot sweep: fit every window "
+        "of its shapes and data sizes for every grammar (floor-anchored), keep the windows "
+        "whose laws are identified (no flag, exponent intervals excluding 0 and narrower than "
+        "--max-span, RMS log residual at most 0.05), and write the spec that trains the most "
+        "grammars within --budget-minutes.",
+    ),
+    "optimum": (
+        add_optimum,
+        "gzipscale.orchestrator.optimum_check:cmd_optimum",
+        "train the law's compute-optimal model and its neighbours at a new budget",
+        "For each identified grammar of a finished sweep, pick a compute budget the grid does "
+        "not contain, train the shape its floor-anchored law calls compute-optimal there and "
+        "one on each side (same compute each), and record whether the law's choice measured "
+        "best, in RUN_DIR/optimum.json (read by gzipscale report --reproduction).",
     ),
     "sweep": (
         add_sweep,

@@ -46,6 +46,7 @@ SAME_H_TOLERANCE = 0.03  # claim 4: a grammar belongs to the same-H group within
 MIN_H_GAP = 0.02  # claim 5: grammars closer in H than this are not ordered by H
 NO_SAME_H = "fewer than 2 grammars of about the same H in the sweep"
 NO_LEVELS = "no loss level that two grammars reach with different compute"
+MAX_RUNS_FACTOR = 100.0  # "cannot decide" estimates above this say no trend to resolve
 MIN_IDENTIFIED = 2  # identified fits the law claims (1-4) need at all
 A = "n_opt_exponent"  # the key of a = β/(α+β) in a law's dict and its intervals
 
@@ -164,9 +165,39 @@ class Trend:
             why = f"not significant: p ≥ {ALPHA_LEVEL}"
         else:
             why = "not significant: the bootstrap interval of the slope includes 0"
-        return (
+        text = (
             f"{label} {self.direction()} with H: slope {self.slope:.3g} (p = {self.pvalue:.2g}"
             f"{ci}; {self.n} grammars) — {why}"
+        )
+        if not self.significant:
+            text += f"; {self.to_decide()}"
+        return text
+
+    def runs_factor(self) -> float:
+        """How many times the runs per grammar would make this slope significant, were its
+        estimate to stay where it is: the bootstrap interval narrows as 1/sqrt(runs), so
+        the factor is (1.96 SE / |slope|)^2 with SE = interval width / 3.92 (at least 1).
+        inf without an interval or with a zero slope."""
+        if self.slope_interval is None or self.slope == 0 or not math.isfinite(self.slope):
+            return math.inf
+        lo, hi = self.slope_interval
+        se = (hi - lo) / (2 * 1.959964)
+        if not (math.isfinite(se) and se > 0):
+            return math.inf
+        return max(1.0, (1.959964 * se / abs(self.slope)) ** 2)
+
+    def to_decide(self) -> str:
+        """The estimate a "cannot decide" verdict quotes (bootstrap-based, see
+        :meth:`runs_factor`)."""
+        k = self.runs_factor()
+        if not math.isfinite(k) or k > MAX_RUNS_FACTOR:
+            return (
+                f"to decide: more than {MAX_RUNS_FACTOR:g}x the runs per grammar at the slope "
+                "measured (the data show no trend to resolve at this scale)"
+            )
+        return (
+            f"to decide: about {k:.1f}x the runs per grammar (or {k:.1f}x the compute at "
+            "this grid's shape), if the slope stayed at its estimate"
         )
 
 
@@ -433,6 +464,15 @@ def check_claim_4(datasets: list[Dataset], same_h_grammars: set[str]) -> Verdict
             f"the intervals overlap; the widest is {max(widths):.2f} wide, the spread of a "
             f"over all grammars {spread:.2f}"
         )
+        if verdict == UNDECIDED and spread > 0:
+            # Intervals narrow about as 1/sqrt(runs): below the spread after (w/s)^2 x.
+            factor = (max(widths) / spread) ** 2
+            evidence.append(
+                f"to decide: the widest same-H interval must narrow below the spread, about "
+                f"{factor:.1f}x the runs per grammar"
+                if factor <= MAX_RUNS_FACTOR
+                else f"to decide: more than {MAX_RUNS_FACTOR:g}x the runs per grammar"
+            )
     else:
         detail = "no intervals"
     summary = (

@@ -12,14 +12,19 @@ Pure functions of the law, the shapes and the measured losses.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from gzipscale.analysis.frontier import optimal_allocation
 from gzipscale.analysis.law import ScalingLaw
+from gzipscale.helpers import InputError
 from gzipscale.vocabulary import FLOPS_PER_PARAM_TOKEN
+
+OPTIMUM_FILE = "optimum.json"  # in a run directory: written by gzipscale optimum
 
 
 @dataclass(frozen=True)
@@ -160,3 +165,31 @@ def judge_optimum(check: OptimumCheck, observed: dict[str, float]) -> OptimumChe
             for c in check.candidates
         ],
     )
+
+
+@dataclass
+class OptimumOutcome:
+    """Every dataset's check (``checks``) and why the others have none (``skipped``)."""
+
+    checks: list[OptimumCheck] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"checks": [c.to_dict() for c in self.checks], "skipped": dict(self.skipped)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OptimumOutcome:
+        return cls(
+            [OptimumCheck.from_dict(c) for c in d.get("checks", [])], dict(d.get("skipped", {}))
+        )
+
+
+def read_outcome(run_dir: str | Path) -> OptimumOutcome | None:
+    """The run directory's optimum check (None when ``gzipscale optimum`` has not run)."""
+    path = Path(run_dir) / OPTIMUM_FILE
+    if not path.is_file():
+        return None
+    try:
+        return OptimumOutcome.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not an optimum-check file ({exc})") from None

@@ -33,6 +33,8 @@ from gzipscale.analysis.claims import Dataset, check_claims
 from gzipscale.analysis.compressor_figures import plot_floor_vs_compressors
 from gzipscale.analysis.compressor_floor import analyse_table
 from gzipscale.analysis.fitreport import fit_datasets
+from gzipscale.analysis.law_tests import law_tests
+from gzipscale.analysis.optimum import OPTIMUM_FILE, read_outcome
 from gzipscale.analysis.report import check_out
 from gzipscale.analysis.reproduction_md import (
     FIG_COMPRESSIBILITY,
@@ -55,6 +57,7 @@ from gzipscale.helpers import (
     atomic_directory,
     atomic_write_bytes,
     file_sha256,
+    json_safe,
 )
 from gzipscale.vocabulary import (
     DEFAULT_LAW_CHOICE,
@@ -212,11 +215,14 @@ def build_reproduction(
     same_h = {g.grammar for g in PAPER_SERIES[SAME_H_SERIES]}
     verdicts = check_claims(claim_data, same_h)
     timing = sweep_timing(run_dir, points)
+    tests = law_tests(points, BootstrapPolicy(bootstrap, seed), read_outcome(run_dir))
 
     with atomic_directory(assets) as folder:
         inputs = {RESULTS_FILE: run_dir / RESULTS_FILE, SWEEP_SPEC_FILE: run_dir / SWEEP_SPEC_FILE}
         if series_path is not None:
             inputs["series.json"] = Path(series_path)
+        if (run_dir / OPTIMUM_FILE).is_file():
+            inputs[OPTIMUM_FILE] = run_dir / OPTIMUM_FILE
         for name, src in inputs.items():
             shutil.copyfile(src, folder / name)
         checksums = {name: file_sha256(folder / name) for name in inputs}
@@ -224,6 +230,10 @@ def build_reproduction(
         reg = report.regression
         if reg is not None:
             regression_table(reg).to_csv(folder / "regression.csv", index=False)
+        (folder / "law_tests.json").write_text(
+            json.dumps(json_safe(tests.to_dict()), indent=2, allow_nan=False) + "\n",
+            encoding="utf-8",
+        )
         (folder / "claims.json").write_text(
             json.dumps([v.to_dict() for v in verdicts], indent=2) + "\n", encoding="utf-8"
         )
@@ -286,6 +296,7 @@ def build_reproduction(
             floors=floors,
             compressors=compressors,
             compressors_note=compressors_note,
+            law_tests=tests,
         )
     atomic_write_bytes(md_path, text.encode("utf-8"))
     return {

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gzipscale.analysis.fitreport import DatasetFit, FitReport
+from gzipscale.analysis.law_tests import decision_md, extrapolation_md, optimum_md
 from gzipscale.analysis.markdown import (
     fit_notes,
     fits_columns,
@@ -60,6 +61,7 @@ def render(
     floors: dict | None = None,
     compressors=None,
     compressors_note: str | None = None,
+    law_tests=None,
 ) -> str:
     """The whole report; ``timing`` is a :class:`analysis.reproduction.SweepTiming`."""
 
@@ -181,10 +183,20 @@ def render(
                 "Lowest loss reached within each compute budget (claim 5, no fitted law involved).",
             ),
         ]
+    if law_tests is not None:
+        parts += [
+            "## 5. Testing the laws on runs they were not fitted on",
+            "### Held-out extrapolation",
+            extrapolation_md(law_tests.extrapolation),
+            "### Does the law's compute-optimal model win?",
+            optimum_md(law_tests, "runs/reproduction"),
+            "### Decision accuracy: do small runs rank the grammars as large ones do?",
+            decision_md(law_tests.decision),
+        ]
     parts += [
-        "## 5. What differs from the paper",
+        "## 6. What differs from the paper",
         _differences_section(sweep, series),
-        "## 6. The full experiment on a GPU cluster",
+        "## 7. The full experiment on a GPU cluster",
         _paper_section(plan),
         "## Inputs",
         _inputs_section(checksums, assets_name, report),

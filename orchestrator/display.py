@@ -6,9 +6,13 @@ grammars have fits, and the latest events. From 80 columns up; under 110 the gri
 compact (losses to 2 decimals, no parameter column). Every fit line is one line at any
 width (shortened with an ellipsis, never wrapped): which kind of fit drives ("E at floor
 0.724" or "free"), α and β with their intervals, and the verdict -- "identified", or a red
-"not identified:" with the first identification flag's sentence.  A frontier exponent from
-a fit that is not identified, or a regressed one outside (0, 1) or resting on unidentified
-fits, is labelled "not a finding".
+"not identified:" with the first identification flag's sentence.  A frontier exponent is
+never shown as a finding when it cannot be one: from a fit that is not identified (flags,
+or an impossible law), or regressed on H where it leaves (0, 1), where the regressed law
+is impossible (a negative α or β, even with a inside (0, 1)), or where it rests on fits
+that are not identified. It is then labelled "not identified" with the reasons, and the
+values are shown as "not a finding" (dim), never with the sentence that reads a trend
+from them.
 
 :class:`PlainReporter` is for logs and pipes: one line per new event and a summary line
 every ``every_s`` seconds, no control codes.
@@ -216,10 +220,12 @@ def compact_law_text(fit, lead: str) -> str:
 
 def frontier_text(fit, width: int | None) -> Text:
     """The frontier exponent, with its interval and tokens per parameter; from a fit that
-    is not identified it is labelled as not a finding (it is a function of α and β)."""
+    is not identified it is labelled "not identified" (it is a function of α and β)."""
     a = f"a=β/(α+β)={_num(fit.law.n_opt_exponent, '.3f')}{_interval(fit, 'n_opt_exponent')}"
     if fit_problems(fit):
-        return _one_line((a, "dim"), ("  not a finding: law not identified", "red"), width=width)
+        return _one_line(
+            (a, "dim"), ("  not identified: law flagged, not a finding", "red"), width=width
+        )
     if fit.frontier is not None:
         tpp = float(fit.frontier.tokens_per_parameter)
         a += f"  D/N={_num(tpp)} at C={float(fit.frontier.C):.0e}"
@@ -301,21 +307,24 @@ def frontier_shift(regression) -> tuple[float, float, float, float] | None:
 
 
 def regression_doubts(view: SweepView) -> tuple[list[str], list[str]]:
-    """Why the regression's frontier exponent is not a finding: (where it is impossible,
-    outside (0, 1), with what breaks the law there; which fits behind it are not
-    identified).  Both empty: nothing to doubt."""
+    """Why the regression's frontier exponent is not a finding: (where it is impossible --
+    outside (0, 1), or from a regressed law that is impossible there, such as negative α
+    and β whose ratio lies inside (0, 1) -- with what breaks the law there; which fits
+    behind it are not identified).  Both empty: nothing to doubt."""
     reg = view.report.regression
     impossible = []
     shift = frontier_shift(reg)
     if shift:
         lo, a_lo, hi, a_hi = shift
         for h, a in ((lo, a_lo), (hi, a_hi)):
+            why = "; ".join(reg.problems_at(h).values())
             if not 0 < a < 1:  # NaN too
-                why = "; ".join(reg.problems_at(h).values())
                 impossible.append(
                     f"a = {_num(a, '.3f')} at H={h:.2f} is outside (0, 1)"
                     + (f": {why}" if why else "")
                 )
+            elif why:
+                impossible.append(f"the regressed law at H={h:.2f} is impossible: {why}")
     fits = view.report.datasets
     behind = [n for n in reg.names if n in fits and fit_problems(fits[n])]
     unidentified = []
@@ -352,17 +361,26 @@ def regression_panel(view: SweepView, wide: bool, width: int | None = None) -> P
     if shift:
         lo, a_lo, hi, a_hi = shift
         impossible, unidentified = regression_doubts(view)
-        values = (
-            f"frontier exponent a = β/(α+β): {_num(a_lo, '.3f')} at H={lo:.2f} → "
-            f"{_num(a_hi, '.3f')} at H={hi:.2f}"
-        )
+        values = f"{_num(a_lo, '.3f')} at H={lo:.2f} → {_num(a_hi, '.3f')} at H={hi:.2f}"
         if impossible or unidentified:
-            body.append(_one_line((values, "dim"), width=inside))
+            line = Text(
+                _first_fitting(
+                    [
+                        f"frontier exponent a = β/(α+β) not identified (not a finding): {values}",
+                        f"frontier exponent a = β/(α+β) not identified: {values}",
+                        f"frontier a = β/(α+β) not identified: {values}",
+                    ],
+                    inside,
+                ),
+                style="dim",
+            )
+            line.highlight_words(["not identified"], "bold red")
+            body.append(_fit_width(line, inside))
             for why in impossible + unidentified:
-                body.append(_one_line(("  not a finding: ", "bold red"), why, width=inside))
+                body.append(_one_line(("  not identified: ", "bold red"), why, width=inside))
         else:
             more = "  (more data per parameter as H grows)" if a_hi < a_lo else ""
-            body.append(_one_line(values + more, width=inside))
+            body.append(_one_line(f"frontier exponent a = β/(α+β): {values}{more}", width=inside))
     return Panel(
         Text("\n", no_wrap=True, overflow="ellipsis").join(body),
         title=f"regression on H ({len(reg.H)} grammars)",
@@ -371,20 +389,21 @@ def regression_panel(view: SweepView, wide: bool, width: int | None = None) -> P
 
 
 def regression_line(view: SweepView) -> str | None:
-    """The regression's frontier exponent as one plain line (with why it is not a
-    finding, when it is not), or None before there is a regression."""
+    """The regression's frontier exponent as one plain line (labelled not identified, with
+    why, when it is not a finding), or None before there is a regression."""
     reg = view.report.regression if view.report else None
     shift = frontier_shift(reg) if reg is not None else None
     if not shift:
         return None
     lo, a_lo, hi, a_hi = shift
-    line = (
-        f"  regression on H ({len(reg.H)} grammars): frontier exponent a = β/(α+β) "
-        f"{_num(a_lo, '.3f')} at H={lo:.2f} → {_num(a_hi, '.3f')} at H={hi:.2f}"
-    )
+    values = f"{_num(a_lo, '.3f')} at H={lo:.2f} → {_num(a_hi, '.3f')} at H={hi:.2f}"
     impossible, unidentified = regression_doubts(view)
+    head = f"  regression on H ({len(reg.H)} grammars): frontier exponent a = β/(α+β)"
+    if not (impossible or unidentified):
+        return f"{head} {values}"
+    line = f"{head} not identified (not a finding): {values}"
     for why in impossible + unidentified:
-        line += f"; not a finding: {why}"
+        line += f"; not identified: {why}"
     return line
 
 
@@ -419,7 +438,7 @@ class PlainReporter:
         self.every_s = every_s
         self.write = write
         self._seen = 0
-        self._last_summary = 0.0
+        self._last_summary: float | None = None  # the first update always summarises
         self._last_header = ""
 
     def update(self, view: SweepView, force_summary: bool = False) -> None:
@@ -429,7 +448,8 @@ class PlainReporter:
             self.write(line)
         self._seen = len(view.events)
         now = time.monotonic()
-        if force_summary or now - self._last_summary >= self.every_s:
+        due = self._last_summary is None or now - self._last_summary >= self.every_s
+        if force_summary or due:
             self._last_summary = now
             self.write(header_line(view))
             for ds in view.datasets:

@@ -1,4 +1,19 @@
-"""``gzipscale sweep``: plan (``--dry-run``) or run a sweep from a preset or a spec file."""
+"""``gzipscale sweep``: plan (``--dry-run``) or run a sweep from a preset or a spec file.
+
+A finished sweep is recognised before Ray starts (:func:`finished_runs`): when every
+planned run of the spec has a finished row in the run directory's results.csv, there is
+nothing to train, and the command only checks its report. The report is up to date when
+the stamp beside it (``report/.inputs.json``, :func:`report_stamp`) records the SHA-256 of
+every file the report was built from (results.csv, sweep.json, the per-position losses,
+the datasets' manifests), the options it was built with, and the SHA-256 of every file of
+the report itself, and all of them match the files now. Then nothing is written at all.
+Otherwise (no stamp, an input or a report file changed, a report file missing) only the
+report is rebuilt, under the driver lock, without Ray. Content hashes rather than mtimes:
+a copied or restored run directory, or a coarse-mtime file system, cannot make a stale
+report look fresh; a missing stamp (a report written by ``gzipscale report``, or before
+stamps) only costs one rebuild. A sweep with a failed run is not finished: it goes to
+Ray Tune as before, which retries it. URI storage always goes to the driver.
+"""
 
 from __future__ import annotations
 
@@ -132,13 +147,222 @@ def _quiet_tune() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+# -- a finished sweep: nothing to run, the report checked against its inputs ------------------
+
+REPORT_STAMP = ".inputs.json"  # in the report folder: what the report was built from
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _report_options() -> dict:
+    """The options the sweep builds its report with (build_report's defaults)."""
+    from gzipscale.vocabulary import (
+        BOOTSTRAP_RESAMPLES,
+        BOOTSTRAP_SEED,
+        DEFAULT_LAW_CHOICE,
+        REFERENCE_BUDGET,
+    )
+
+    return {
+        "bootstrap": BOOTSTRAP_RESAMPLES,
+        "seed": BOOTSTRAP_SEED,
+        "budget": REFERENCE_BUDGET,
+        "law": DEFAULT_LAW_CHOICE,
+    }
+
+
+def report_inputs(run_dir: Path) -> dict[str, str]:
+    """SHA-256 of every file a sweep's report is built from, by path in ``run_dir``."""
+    from gzipscale.vocabulary import (
+        DATA_DIR,
+        MANIFEST_FILE,
+        POSITIONS_DIR,
+        RESULTS_FILE,
+        SWEEP_SPEC_FILE,
+    )
+
+    paths = [run_dir / RESULTS_FILE, run_dir / SWEEP_SPEC_FILE]
+    paths += sorted((run_dir / POSITIONS_DIR).glob("*.json"))
+    paths += sorted((run_dir / DATA_DIR).glob(f"*/{MANIFEST_FILE}"))
+    return {str(p.relative_to(run_dir)): _sha256(p) for p in paths if p.is_file()}
+
+
+def report_stamp(run_dir: Path) -> dict:
+    """What the report of ``run_dir`` is now made from and made of: the stamp a report
+    that is up to date carries (``report/.inputs.json``)."""
+    from gzipscale.vocabulary import REPORT_DIR
+
+    report = run_dir / REPORT_DIR
+    outputs = {}
+    if report.is_dir():
+        outputs = {
+            str(p.relative_to(report)): _sha256(p)
+            for p in sorted(report.rglob("*"))
+            if p.is_file() and p.name != REPORT_STAMP
+        }
+    return {
+        "options": _report_options(),
+        "inputs": report_inputs(run_dir),
+        "outputs": outputs,
+    }
+
+
+def report_up_to_date(run_dir: Path) -> bool:
+    """Whether ``run_dir``'s report exists and its stamp matches its inputs and files."""
+    from gzipscale.vocabulary import REPORT_DIR
+
+    report = run_dir / REPORT_DIR
+    try:
+        recorded = json.loads((report / REPORT_STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (report / "report.md").is_file() and recorded == report_stamp(run_dir)
+
+
+def write_report_stamp(run_dir: Path) -> None:
+    from gzipscale.helpers import atomic_write_bytes
+    from gzipscale.vocabulary import REPORT_DIR
+
+    stamp = json.dumps(report_stamp(run_dir), indent=1, sort_keys=True) + "\n"
+    atomic_write_bytes(run_dir / REPORT_DIR / REPORT_STAMP, stamp.encode())
+
+
+def _driver_busy(run_dir: Path) -> bool:
+    """Whether a driver holds the run directory's lock now (read-only: writes nothing)."""
+    import fcntl
+
+    from .lock import LOCK_FILE
+
+    try:
+        handle = open(run_dir / LOCK_FILE, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def finished_runs(spec, run_dir: Path, check_lock: bool = True) -> tuple[int, int] | None:
+    """(runs, trials) when every planned run of ``spec`` has a finished row in
+    ``run_dir``'s results.csv and the directory holds this spec; else None (the sweep
+    goes to the driver: something to run or retry, another spec to refuse, a driver
+    that holds it, a table it must judge). Reads only."""
+    from gzipscale.analysis.results import read_results_csv
+    from gzipscale.vocabulary import FINISHED, RESULTS_FILE, SWEEP_SPEC_FILE, RunKey
+
+    from .plan import plan_trials, runs_of
+
+    spec_path, results = run_dir / SWEEP_SPEC_FILE, run_dir / RESULTS_FILE
+    if not (spec_path.is_file() and results.is_file()):
+        return None
+    try:
+        if spec.differences(json.loads(spec_path.read_text(encoding="utf-8"))):
+            return None
+        rows = {row.key: row for row in read_results_csv(results)}
+    except (OSError, ValueError):
+        return None  # the driver says what is wrong, as it always has
+    trials = plan_trials(spec, use_gpu=False)  # GPUs change resources, not runs
+    planned = {RunKey.of(run) for trial in trials for run in runs_of(trial, spec)}
+    if any(key not in rows or rows[key].status != FINISHED for key in planned):
+        return None
+    if check_lock and _driver_busy(run_dir):
+        return None
+    return len(planned), len(trials)
+
+
+def finish_without_running(spec, run_dir: Path, runs: int, trials: int, args) -> int | None:
+    """A finished sweep's rerun: no Ray, no Tune; the report rebuilt only if stale.
+    None if the sweep changed before the lock was taken (the driver then decides)."""
+    import time
+
+    from gzipscale.vocabulary import REPORT_DIR
+
+    start = time.perf_counter()
+    report_dir = run_dir / REPORT_DIR
+    regenerated, note = False, ""
+    if not report_up_to_date(run_dir):
+        from .lock import driver_lock
+
+        with driver_lock(str(run_dir)):
+            if finished_runs(spec, run_dir, check_lock=False) is None:
+                return None  # changed while the lock was taken: the driver decides
+            regenerated, note = True, _rebuild_report(run_dir)
+    if not regenerated:
+        state = f"report up to date: {report_dir}"
+    elif not note:
+        state = f"report regenerated: {report_dir}"
+    else:
+        state = f"no report: {note}"
+    if args.json:
+        payload = {
+            "run_dir": str(run_dir),
+            "runs": runs,
+            "finished": runs,
+            "failed": [],
+            "missing": 0,
+            "report": None if note else str(report_dir),
+            "report_note": note,
+            "wall_s": time.perf_counter() - start,
+            "trials": trials,
+            "nothing_to_run": True,
+            "report_regenerated": regenerated,
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(f"sweep {spec.name!r}: all {runs} runs finished; nothing to run ({state})")
+    return 0
+
+
+def _rebuild_report(run_dir: Path) -> str:
+    """Build the report as the sweep does at its end, and stamp it; '' or why not."""
+    from gzipscale.analysis.report import build_report
+
+    options = _report_options()
+    try:
+        build_report(
+            run_dir,
+            bootstrap=options["bootstrap"],
+            seed=options["seed"],
+            budget=options["budget"],
+            law_choice=options["law"],
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        return str(exc)
+    write_report_stamp(run_dir)
+    return ""
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import dry_run, run_sweep
+    from .storage import is_uri, join, resolve_storage
 
     spec = load_spec(args)
     if args.dry_run:
+        from .sweep import dry_run
+
         print_plan(dry_run(spec), args.json)
         return 0
+    storage = resolve_storage(args.storage)
+    if not is_uri(storage):
+        run_dir = Path(join(storage, spec.name))
+        finished = finished_runs(spec, run_dir)
+        if finished is not None:
+            code = finish_without_running(spec, run_dir, *finished, args)
+            if code is not None:
+                return code
+    from .sweep import run_sweep
+
     say = print if not args.json else (lambda text: print(text, file=sys.stderr))
     last = {}
 
@@ -147,10 +371,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             last[name] = done
             say(f"data {name}: {done}/{total} blocks")
 
-    from .storage import is_uri, join, resolve_storage
     from .watch import LiveDisplay
 
-    storage = resolve_storage(args.storage)
     if not is_uri(storage):  # before Ray starts; a URI's store is checked when it is opened
         from gzipscale.helpers import writable_destination
 
@@ -168,6 +390,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             display.stop()
+    if outcome.report and not outcome.missing and not is_uri(storage):
+        # The report was built from the run directory as it is now (the sweep has ended):
+        # its stamp lets the next run of this command leave everything as it is.
+        write_report_stamp(Path(outcome.run_dir))
     payload = outcome.to_dict()
     if args.json:
         from gzipscale.helpers import json_safe

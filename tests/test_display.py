@@ -22,7 +22,7 @@ from gzipscale.analysis.results import write_results_csv
 from gzipscale.analysis.table import KnownFloor
 from gzipscale.cli import main
 from gzipscale.helpers import json_safe
-from gzipscale.orchestrator.display import PlainReporter, header_line, render
+from gzipscale.orchestrator.display import PlainReporter, header_line, regression_line, render
 from gzipscale.orchestrator.plan import plan_runs
 from gzipscale.orchestrator.spec import SweepSpec
 from gzipscale.orchestrator.sweep_state import collect
@@ -305,7 +305,7 @@ def test_flagged_and_identified_fits_at_every_width(recorded, width):
     assert flagged[1].startswith("not identified: β's 95% interval [0.05, 2.1] spans")
     assert flagged[1].endswith("(+1 more flag)")
     assert ("…" in flagged[1]) == (width < 200)
-    assert "not a finding" in flagged[2]  # its frontier exponent is no finding
+    assert "not identified: law flagged" in flagged[2]  # its frontier exponent is no finding
     assert flagged[4].startswith("vs (free): E=0.4")
     assert "not identified" in flagged[4]
     # The identified fit says so, and its frontier stands.
@@ -314,7 +314,8 @@ def test_flagged_and_identified_fits_at_every_width(recorded, width):
     # The floor is in the title.
     assert "pcfg-3-300-2-2-s0 (3,300,2,2) H=0.137 floor 0.724±0.002" in text
     # Behind the regression is one unidentified fit: its frontier exponent is flagged.
-    assert "not a finding: 1 of 3 fits behind it not identified" in text
+    assert "not identified: 1 of 3 fits behind it not identified" in text
+    assert "frontier exponent a = β/(α+β): " not in text  # the finding's sentence
 
 
 @pytest.mark.parametrize("width", [80, 110, 200])
@@ -325,13 +326,16 @@ def test_an_impossible_frontier_exponent_is_flagged(recorded, width):
     text = draw(collect(recorded, fits=fits), width)
     assert max(len(line) for line in text.splitlines()) <= width
     assert "→ 1.971 at H=0.36" in text
-    assert "not a finding: a = 1.971 at H=0.36 is outside (0, 1)" in text
+    assert "a = β/(α+β) not identified" in text
+    assert "not identified: a = 1.971 at H=0.36 is outside (0, 1)" in text
     assert "more data per parameter" not in text
+    assert "frontier exponent a = β/(α+β): " not in text
     lines = []
     PlainReporter(write=lines.append).update(collect(recorded, fits=fits), force_summary=True)
     regression = [line for line in lines if "regression on H" in line]
     assert len(regression) == 1
-    assert "not a finding: a = 1.971 at H=0.36 is outside (0, 1): alpha = " in regression[0]
+    assert "a = β/(α+β) not identified (not a finding): " in regression[0]
+    assert "not identified: a = 1.971 at H=0.36 is outside (0, 1): alpha = " in regression[0]
 
 
 def test_a_law_with_an_impossible_exponent_is_never_shown_unflagged(recorded):
@@ -342,7 +346,7 @@ def test_a_law_with_an_impossible_exponent_is_never_shown_unflagged(recorded):
     text = draw(collect(recorded, fits=fits), 110)
     lines = _fit_lines(text, "pcfg-3-300-2-2-s0")
     assert lines[1].startswith("not identified: the law is impossible: alpha = -0.2 <= 0")
-    assert "not a finding" in lines[2]
+    assert "not identified" in lines[2]
     identified = _fit_lines(text, "pcfg-10-300-3-5-s0")
     assert identified[1].startswith("identified")
 
@@ -359,7 +363,7 @@ def test_plain_summaries_carry_the_verdicts(recorded):
     assert f"not identified: {WIDE_BETA.sentence} (+1 more flag)" in flagged  # whole
     assert "vs (free): E=0.4" in flagged
     assert "; identified (3 runs fitted" in summary["pcfg-10-300-3-5-s0"]
-    assert "not a finding: 1 of 3 fits behind it not identified" in lines[-1]
+    assert "not identified: 1 of 3 fits behind it not identified" in lines[-1]
 
 
 def test_a_skipped_driving_fit_still_shows_the_other_kind(recorded):
@@ -371,3 +375,58 @@ def test_a_skipped_driving_fit_still_shows_the_other_kind(recorded):
     assert "fit: floor fit: every model reaches the floor" in text
     assert "vs (free): E=0.4  α=0.12  β=0.3 · not identified: the free fit's E" in text
     assert "pcfg-3-300-2-2-s0 (3,300,2,2) H=0.137 floor 0.724±0.002" in text
+
+
+def _regression_at_ends(fits: FitReport) -> FitReport:
+    """``fits`` with every dataset fit identified (no flags), so that only the
+    regression's own law can make its frontier exponent no finding."""
+    for fit in fits.datasets.values():
+        fit.flags = []
+    return fits
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_issue_frame_an_exponent_above_one_is_not_a_finding(recorded, width):
+    """The frame of issue 16: a = 1.215 at H=0.14 -> 0.259 at H=0.36 was shown as a finding
+    ("more data per parameter as H grows"). A regressed α that is negative at the low end
+    makes a > 1 there: not identified, and no trend read from it."""
+    fits = _regression_at_ends(report())
+    # β = 1 and α = -2.027 + 13.5 H: α = -0.178 at H = 0.137 (a = 1.216), 2.86 at 0.362.
+    fits.regression.terms["alpha"].intercept = -2.027
+    fits.regression.terms["alpha"].slope = 13.5
+    fits.regression.terms["beta"].slope = 0.0
+    text = draw(collect(recorded, fits=fits), width)
+    flat = " ".join(text.split())
+    assert "a = β/(α+β) not identified" in flat
+    assert ": 1.216 at H=0.14 → 0.259 at H=0.36" in flat
+    assert "not identified: a = 1.216 at H=0.14 is outside (0, 1): alpha = -0.1" in flat
+    assert "more data per parameter" not in text
+    assert "frontier exponent a = β/(α+β): " not in text
+    line = regression_line(collect(recorded, fits=fits))
+    assert "not identified (not a finding): 1.216 at H=0.14 → 0.259 at H=0.36" in line
+    assert "; not identified: a = 1.216 at H=0.14 is outside (0, 1)" in line
+    assert "more data per" not in line
+
+
+def test_an_impossible_regressed_law_with_a_inside_0_1_is_not_a_finding(recorded):
+    """A regressed law with a negative B (and so impossible) at H = 0.36, whose exponents
+    stay positive (a inside (0, 1)): its frontier is still no finding. (Negative α and β
+    both give α + β < 0, where a is undefined: outside (0, 1), flagged as such.)"""
+    fits = _regression_at_ends(report())
+    fits.regression.terms["B"].slope = -4.0
+    text = draw(collect(recorded, fits=fits), 160)
+    assert "a = β/(α+β) not identified (not a finding): 0.4" in text
+    assert "not identified: the regressed law at H=0.36 is impossible: B = -0.448" in text
+    assert "frontier exponent a = β/(α+β): " not in text
+    lines = []
+    PlainReporter(write=lines.append).update(collect(recorded, fits=fits), force_summary=True)
+    assert "not identified: the regressed law at H=0.36 is impossible" in lines[-1]
+
+
+def test_a_possible_regression_on_identified_fits_is_a_finding(recorded):
+    """The control: identified fits and a possible regressed law keep the finding."""
+    fits = _regression_at_ends(report())
+    text = draw(collect(recorded, fits=fits), 160)
+    assert "frontier exponent a = β/(α+β): 0.4" in text
+    assert "(more data per parameter as H grows)" in text
+    assert "not identified" not in text

@@ -158,7 +158,7 @@ def test_committed_report_matches_the_inputs_committed_beside_it():
     text = md.read_text(encoding="utf-8")
     assert text.startswith(GENERATED_MARK)
     recorded = json.loads((assets / INPUTS_JSON).read_text())
-    assert set(recorded["inputs"]) == {"results.csv", "sweep.json", "series.json"}
+    assert set(recorded["inputs"]) == {"results.csv", "sweep.json", "series.json", "optimum.json"}
     for name, digest in recorded["inputs"].items():
         assert _sha256(assets / name) == digest
         assert f"`reproduction/{name}`: `{digest}`" in text
@@ -168,10 +168,20 @@ def test_committed_report_matches_the_inputs_committed_beside_it():
         assert (ROOT / "docs" / link).is_file(), link
     results = pd.read_csv(assets / "results.csv")
     assert f"of the {int((results['status'] == 'finished').sum())} finished runs" in text
-    # The report's sweep is at least the reproduction preset's: 4 same-vocabulary
-    # grammars and 2 others of about the same H, 36 runs each.
+    # The report's sweep is the reproduction preset's: six grammars, 20 runs each, with
+    # the law tests: held-out extrapolation, the optimum check and decision accuracy.
     per_grammar = results.groupby("grammar").size()
-    assert len(per_grammar) >= 6 and (per_grammar == 36).all()
+    assert len(per_grammar) == 6 and (per_grammar == 20).all()
+    for heading in ("### Held-out extrapolation", "### Does the law's compute-optimal model win?",
+                    "### Decision accuracy"):  # fmt: skip
+        assert heading in text
+    tests = json.loads((assets / "law_tests.json").read_text())
+    assert tests["optimum"] and all(c["holds"] in (True, False) for c in tests["optimum"])
+    # Every verdict is decided, or says what would decide it.
+    for c in claims:
+        if c["verdict"] == "cannot decide":
+            assert any("to decide" in e or "no law" in e or "fewer than" in e for e in
+                       c["evidence"] + [c["summary"]]), c  # fmt: skip
 
 
 @pytest.mark.slow
@@ -181,7 +191,7 @@ def test_committed_report_regenerates_from_its_inputs(tmp_path, capsys):
     settings = json.loads((assets / INPUTS_JSON).read_text())["settings"]
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("results.csv", "sweep.json", "series.json"):
+    for name in ("results.csv", "sweep.json", "series.json", "optimum.json"):
         shutil.copyfile(assets / name, run / name)
     md = tmp_path / "reproduction.md"
     code, out = _report(

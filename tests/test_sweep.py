@@ -48,18 +48,24 @@ def rows_by_run(run_dir) -> dict:
 
 
 def test_presets_resolve_and_have_the_promised_sizes():
-    smoke, tiny, repro, paper = (preset_spec(n) for n in ("smoke", "tiny", "reproduction", "paper"))
+    smoke, tiny, repro, paper, pilot = (
+        preset_spec(n) for n in ("smoke", "tiny", "reproduction", "paper", "pilot")
+    )
     assert (len(smoke.grammars), len(smoke.shapes), len(smoke.data_sizes)) == (2, 3, 2)
-    assert len(tiny.grammars) >= 3 and tiny.runs_per_grammar() == 36
+    # The designed grid (docs/design.md): 4 shapes x 5 sizes from 256 steps, nested WSD.
+    assert len(tiny.grammars) == 2 and tiny.runs_per_grammar() == 20 and tiny.nested
+    assert min(tiny.data_sizes) // (tiny.train.batch_size * tiny.context_length) == 256
+    assert tiny.train.schedule == "wsd" and tiny.train.compile == "off"
     assert len(paper.grammars) == 6 and paper.runs_per_grammar() == 36
     assert paper.train.vocab_size == 32001 and paper.train.lr == 5e-5
-    # The reproduction study: 4 same-vocabulary grammars and 2 of about the same H but
-    # other syntax, one vocabulary for every model (docs/reproduction.md).
-    terminals = [int(g.grammar.split(",")[1]) for g in repro.grammars]
-    assert terminals[:4] == [300] * 4 and len(repro.grammars) == 6
-    assert repro.runs_per_grammar() == 36 and repro.train.vocab_size == 301
+    # The reproduction study: the paper's three same-H grammars among six, one
+    # vocabulary for every model (docs/reproduction.md), on the tiny grid.
+    assert len(repro.grammars) == 6 and repro.train.vocab_size == 301
+    assert {"20,300,5,15", "30,200,15,10", "50,100,20,20"} <= {g.grammar for g in repro.grammars}
     assert (repro.shapes, repro.data_sizes) == (tiny.shapes, tiny.data_sizes)
-    assert set(PRESETS) == {"smoke", "tiny", "reproduction", "paper"}
+    assert {g.grammar for g in tiny.grammars} <= {g.grammar for g in pilot.grammars}
+    assert pilot.runs_per_grammar() == 25 and pilot.nested
+    assert set(PRESETS) == {"smoke", "tiny", "pilot", "reproduction", "paper"}
 
 
 def test_toml_spec_round_trips_and_errors_name_the_field(tmp_path):
@@ -110,7 +116,7 @@ def test_dry_run_prints_runs_flops_and_gpu_hours(capsys):
     assert plan["gpu_hours_estimate"] > 1
     assert main(["sweep", "--preset", "tiny", "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "108 runs" in text and "GPU-hours" in text
+    assert "40 runs" in text and "GPU-hours" in text
 
 
 def test_sweep_needs_exactly_one_source(capsys):

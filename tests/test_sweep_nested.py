@@ -140,19 +140,20 @@ def test_dry_run_shows_both_modes(capsys):
     text = capsys.readouterr().out
     assert "216 runs in 36 nested-data trials" in text and "1.76x fewer tokens" in text
     assert "independent runs (constant): 216 trials, 6,339,621,888 tokens" in text
-    assert main(["sweep", "--preset", "tiny", "--nested", "--schedule", "wsd", "--dry-run"]) == 0
+    assert main(["sweep", "--preset", "tiny", "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "108 runs in 18 nested-data trials (schedule wsd)" in text
-    assert main(["sweep", "--preset", "tiny", "--nested", "--dry-run"]) == 2
+    assert "40 runs in 8 nested-data trials (schedule wsd)" in text
+    assert main(["sweep", "--preset", "smoke", "--nested", "--dry-run"]) == 2
     assert "the cosine schedule" in capsys.readouterr().err
 
 
 def test_an_old_sweep_json_still_resumes(tmp_path):
     """A sweep.json written before nested, order and train.cooldown_fraction existed is
     the same spec: its run directory resumes and is not refused."""
-    recorded = json.loads((ROOT / "docs" / "reproduction" / "sweep.json").read_text())
+    # The reproduction's sweep.json as an earlier version wrote it.
+    recorded = json.loads((ROOT / "tests" / "data" / "sweep_before_nested.json").read_text())
     assert "nested" not in recorded and "cooldown_fraction" not in recorded["train"]
-    spec = preset_spec("reproduction")
+    spec = SweepSpec.from_dict({k: v for k, v in recorded.items()})
     assert spec.differences(recorded) == []
     (tmp_path / "reproduction").mkdir()
     (tmp_path / "reproduction" / "sweep.json").write_text(json.dumps(recorded))
