@@ -432,7 +432,37 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, **init_k
         _check_reachable(address or os.environ["RAY_ADDRESS"])
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        # The embedded cluster serves this process only, so it listens on the loopback
+        # interface alone (token auth stays on as Ray sets it up). Ray's processes bind
+        # 127.0.0.1 instead of every interface when the node's IP *is* 127.0.0.1, but
+        # ray.init rewrites a loopback `_node_ip_address` to the machine's routable IP
+        # (services.resolve_ip_for_localhost), so that rewrite is held off while the
+        # node starts.
+        with _loopback_node():
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address=LOOPBACK,
+                **kwargs,
+            )
+
+
+LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def _loopback_node() -> Iterator[None]:
+    from ray._private import services
+
+    resolve = getattr(services, "resolve_ip_for_localhost", None)
+    if resolve is None:  # a Ray without the rewrite: nothing to hold off
+        yield
+        return
+    services.resolve_ip_for_localhost = lambda host: host
+    try:
+        yield
+    finally:
+        services.resolve_ip_for_localhost = resolve
 
 
 def _check_reachable(address: str) -> None:

@@ -216,11 +216,22 @@ def plot_loss_surface(fitted: list[DatasetFit], path: Path) -> None:
         budgets = np.geomspace(
             FLOPS_PER_PARAM_TOKEN * n_lo * d_lo, FLOPS_PER_PARAM_TOKEN * n_hi * d_hi, 200
         )
-        try:
-            n_opt, d_opt = optimal_allocation(f.law, budgets)
-            ax.plot(n_opt, d_opt, color="tab:red", lw=3, solid_capstyle="round")
-        except ValueError:
-            ax.text(0.03, 0.03, "no frontier (a parameter ≤ 0)", transform=ax.transAxes)
+        why_not = _no_frontier_reason(f)
+        if why_not is None:
+            try:
+                n_opt, d_opt = optimal_allocation(f.law, budgets)
+                ax.plot(n_opt, d_opt, color="tab:red", lw=3, solid_capstyle="round")
+            except ValueError:
+                why_not = "no frontier: a parameter of the law is ≤ 0"
+        if why_not is not None:
+            ax.text(
+                0.03,
+                0.03,
+                why_not,
+                transform=ax.transAxes,
+                fontsize=SMALL_SIZE,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
         ax.scatter(f.N, f.D, s=16, color="white", edgecolor="black", lw=0.6, zorder=3)
 
         ax.set_xscale("log")
@@ -243,6 +254,13 @@ def plot_loss_surface(fitted: list[DatasetFit], path: Path) -> None:
     fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=LEGEND_SIZE)
     fig.suptitle("Fitted loss surface and compute-optimal frontier", fontsize=SUPTITLE_SIZE)
     save(fig, path)
+
+
+def _no_frontier_reason(f: DatasetFit) -> str | None:
+    """Why a fit's frontier is not drawn as a finding (None: it is)."""
+    if f.flags:
+        return f"no frontier shown: the law is not identified ({f.flags[0].code})"
+    return None
 
 
 def _iso_label_positions(levels, n_range, d_range) -> list[tuple[float, float]]:
@@ -284,11 +302,16 @@ def plot_frontiers(fitted: list[DatasetFit], path: Path, budget: float) -> None:
     cmap = colormaps["plasma"]
     # Stop short of plasma's pale yellow end, which is hard to see on white.
     norm = Normalize(min(h_values), max(h_values)) if h_values else None
+    left_out = []
     for f in fitted:
         colour = "tab:gray" if f.gzip is None else cmap(0.85 * _unit(norm, f.gzip))
+        if _no_frontier_reason(f) is not None:
+            left_out.append(f.name)
+            continue
         try:
             ratio = tokens_per_parameter(f.law, budgets)
         except ValueError:
+            left_out.append(f.name)
             continue  # no frontier; table 2 says why
         ax.plot(budgets, ratio, color=colour, lw=2, label=_title(f))
         cross = crossing_budget(f.law)
@@ -309,7 +332,10 @@ def plot_frontiers(fitted: list[DatasetFit], path: Path, budget: float) -> None:
     ax.set_ylabel("compute-optimal tokens per parameter D_opt / N_opt")
     ax.set_title("Compute-optimal frontiers (dots: where a frontier crosses Chinchilla's)")
     ax.grid(which="both", **GRID)
-    ax.legend(fontsize=LEGEND_SIZE, loc="best")
+    title = (
+        f"not shown (law not identified or impossible): {', '.join(left_out)}" if left_out else None
+    )
+    ax.legend(fontsize=LEGEND_SIZE, loc="best", title=title, title_fontsize=SMALL_SIZE)
     if norm is not None and norm.vmin < norm.vmax:
         shown = Normalize(norm.vmin, norm.vmin + (norm.vmax - norm.vmin) / 0.85)
         bar = fig.colorbar(ScalarMappable(shown, cmap), ax=ax, label="gzip compressibility H")
@@ -331,18 +357,45 @@ def plot_parameters_vs_gzip(fitted: list[DatasetFit], regression, path: Path) ->
     H = np.array([f.gzip for f in fitted], dtype=float)
     span = H.max() - H.min()
     h_line = np.linspace(H.min() - 0.1 * span, H.max() + 0.1 * span, 50)
+    flagged = np.array([bool(f.flags) for f in fitted])
     for ax, key in zip(axes, LAW_NAMES, strict=False):
         values = np.array([getattr(f.law, key) for f in fitted])
         yerr = _error_bars(fitted, key, values)
-        ax.errorbar(
-            H,
-            values,
-            yerr=yerr,
-            fmt="o",
-            color="tab:blue",
-            capsize=4,
-            label="fit" + (f" ({_policy_label(_policies(fitted))})" if yerr is not None else ""),
-        )
+        wide = bool(np.all(values > 0) and values.max() / values.min() > 100)
+        if wide:
+            # A and B span orders of magnitude across grammars: a linear axis shows all
+            # but the largest at 0. Intervals are clipped at a decade beyond the points.
+            ax.set_yscale("log")
+            lo_lim, hi_lim = values.min() / 10, values.max() * 10
+            if yerr is not None:
+                yerr = np.vstack(
+                    [
+                        np.minimum(yerr[0], values - lo_lim),
+                        np.minimum(yerr[1], hi_lim - values),
+                    ]
+                )
+            ax.set_ylim(lo_lim, hi_lim)
+        for mask, style in ((~flagged, {}), (flagged, {"mfc": "white"})):
+            if not mask.any():
+                continue
+            ax.errorbar(
+                H[mask],
+                values[mask],
+                yerr=None if yerr is None else yerr[:, mask],
+                fmt="o",
+                color="tab:blue",
+                capsize=4,
+                label=("fit" if not style else "fit, not identified (hollow)")
+                + (
+                    f" ({_policy_label(_policies(fitted))})"
+                    if yerr is not None and not style
+                    else ""
+                ),
+                **style,
+            )
+        if wide:
+            ax.text(0.02, 0.02, "log axis; intervals clipped at a decade", transform=ax.transAxes,
+                    fontsize=SMALL_SIZE)  # fmt: skip
         term = regression.terms[key]
         ax.plot(
             h_line,

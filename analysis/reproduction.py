@@ -206,7 +206,7 @@ def build_reproduction(
     if not report.datasets:
         reasons = "; ".join(f"{n}: {r}" for n, r in report.skipped.items()) or "no rows"
         raise InputError(f"{run_dir}: no dataset could be fitted ({reasons})")
-    fitted = list(report.datasets.values())
+    fitted = sorted(report.datasets.values(), key=_by_h_then_name)
     claim_data = [
         Dataset.of(f, points.grammars[f.name])
         for f in fitted
@@ -305,3 +305,8 @@ def build_reproduction(
         "files": files,
         "claims": [v.to_dict() for v in verdicts],
     }
+
+
+def _by_h_then_name(fit) -> tuple:
+    """Figures and tables list grammars by H (unknown H last), then by name."""
+    return (fit.gzip is None, fit.gzip if fit.gzip is not None else 0.0, fit.name)

@@ -38,6 +38,7 @@ from .sweep_state import SweepView
 WIDE = 110
 PANEL_CHROME = 4  # a panel's borders and padding, in columns
 EVENTS_SHOWN = 6
+EVENTS_MIN = 3  # events a fitted frame keeps room for before it keeps a grammar's panel
 SYMBOLS = {"E": "E", "A": "A", "B": "B", "alpha": "α", "beta": "β"}
 
 
@@ -407,28 +408,165 @@ def regression_line(view: SweepView) -> str | None:
     return line
 
 
-def events_panel(view: SweepView, width: int) -> Panel:
-    shown = view.events[-EVENTS_SHOWN:]
+def events_panel(view: SweepView, width: int, shown: int = EVENTS_SHOWN) -> Panel:
+    """The most recent ``shown`` events (at least one), one line each."""
     lines = []
-    for line in shown:
+    for line in view.events[-max(1, shown) :]:
         stamp, _, rest = line.partition(" ")
         lines.append(f"{stamp[-8:]} {rest}"[: max(20, width - 4)])
     return Panel(
-        Text("\n".join(lines) or "no events yet", style="dim" if not lines else ""),
+        Text(
+            "\n".join(lines) or "no events yet",
+            style="dim" if not lines else "",
+            no_wrap=True,
+            overflow="ellipsis",
+        ),
         title="events",
         title_align="left",
     )
 
 
-def render(view: SweepView, width: int):
-    wide = width >= WIDE
-    parts = [header_text(view)]
-    parts += [grammar_panel(view, ds, wide, width) for ds in view.datasets]
-    reg = regression_panel(view, wide, width)
-    if reg is not None:
-        parts.append(reg)
-    parts.append(events_panel(view, width))
-    return Group(*parts)
+def grammar_line(view: SweepView, ds, width: int) -> Text:
+    """A grammar collapsed to one line: its name, H, runs done, and its fit's law and
+    verdict (or why there is none)."""
+    grid = view.grid(ds.name)
+    done = sum(r.state == FINISHED for r in grid.values())
+    running = sum(r.state == RUNNING for r in grid.values())
+    h = f"H={ds.gzip:.3f}" if ds.gzip is not None else "H=…"
+    runs = f"{done}/{len(grid)} runs" + (f", {running} running" if running else "")
+    head = (f"▸ {ds.name} ({ds.grammar}) {h} · {runs} · ", "bold")
+    if ds.fit is None:
+        note = ds.note or "waiting for at least 6 finished runs"
+        return _one_line(head, (f"fit: {note}", "dim"), width=width)
+    verdict = ("not identified", "bold red") if fit_problems(ds.fit) else ("identified", "green")
+    a = f" · a={_num(ds.fit.law.n_opt_exponent, '.3f')} · "
+    return _one_line(head, verdict, a, compact_law_text(ds.fit, lead="fit"), width=width)
+
+
+def _height(console, options, renderable, width: int) -> int:
+    return len(console.render_lines(renderable, options.update(width=width, height=None)))
+
+
+class Frame:
+    """The display, fitted to the terminal: never wider than ``width`` and, where a height
+    is known (``height``, else a terminal's), never taller.  What does not fit is
+    chosen away in this order: finished grammars collapse to one line each, then those
+    with no run running, then the regression panel to one line, then the grammars with
+    runs running, then the collapsed grammars share lines (name and runs done only);
+    the events panel takes the rest of the height, showing the most recent events that
+    fit (``EVENTS_MIN`` while anything can still give way, at least the latest)."""
+
+    def __init__(self, view: SweepView, width: int, height: int | None = None):
+        self.view, self.width, self.height = view, width, height
+
+    def __rich_console__(self, console, options):
+        height = self.height
+        if height is None and console.is_terminal:
+            height = options.max_height
+        yield from self.parts(console, options, height)
+
+    def parts(self, console, options, height: int | None) -> list:
+        view, width = self.view, self.width
+        wide = width >= WIDE
+        header = [_one_line(line, width=width) for line in header_text(view).plain.split("\n")]
+        for line in header:
+            line.stylize("bold")
+        panels = {ds.name: grammar_panel(view, ds, wide, width) for ds in view.datasets}
+        reg = regression_panel(view, wide, width)
+        if height is None:  # plain output to a file: everything
+            return [*header, *panels.values(), *([reg] if reg else []), events_panel(view, width)]
+
+        lines = {ds.name: grammar_line(view, ds, width) for ds in view.datasets}
+        full = {name: _height(console, options, p, width) for name, p in panels.items()}
+        reg_line = regression_line(view)
+        reg_full = _height(console, options, reg, width) if reg is not None else 0
+        events_min = 2 + min(EVENTS_MIN, max(1, len(view.events)))  # borders and events
+
+        def finished(ds) -> int:
+            grid = view.grid(ds.name).values()
+            if all(r.state in (FINISHED, FAILED) for r in grid):
+                return 0
+            return 2 if any(r.state == RUNNING for r in grid) else 1
+
+        order = sorted(view.datasets, key=finished)
+        idle = [ds.name for ds in order if finished(ds) < 2]
+        busy = [ds.name for ds in order if finished(ds) == 2]
+        collapsed: set[str] = set()
+        reg_short = False
+        packed: list[Text] | None = None
+        reg_gone = False
+
+        def used() -> int:
+            if packed is not None:
+                grammar = len(packed)
+            else:
+                grammar = sum(1 if n in collapsed else full[n] for n in full)
+            if reg is None or reg_gone:
+                reg_h = 0
+            else:
+                reg_h = (1 if reg_line else 0) if reg_short else reg_full
+            return len(header) + grammar + reg_h
+
+        steps = [*idle, "regression", *busy, "pack"]
+        while used() + events_min > height and steps:
+            step = steps.pop(0)
+            if step == "regression":
+                reg_short = True
+            elif step == "pack":
+                packed = self._packed(view, width)
+            else:
+                collapsed.add(step)
+        if packed is not None and used() + 3 > height:  # more grammars than rows
+            reg_gone = True
+            room = max(1, height - len(header) - 3)
+            if len(packed) > room:
+                more = len(view.datasets) - sum(
+                    line.plain.count(" · ") + 1 for line in packed[: room - 1]
+                )
+                packed = [
+                    *packed[: room - 1],
+                    _one_line(f"… and {more} more grammars", width=width),
+                ]
+
+        out = list(header)
+        if packed is not None:
+            out += packed
+        else:
+            out += [
+                lines[ds.name] if ds.name in collapsed else panels[ds.name] for ds in view.datasets
+            ]
+        if reg is not None and not reg_gone:
+            if not reg_short:
+                out.append(reg)
+            elif reg_line:
+                out.append(_one_line(reg_line.strip(), width=width))
+        shown = max(1, height - used() - 2)
+        out.append(events_panel(view, width, shown))
+        return out
+
+    @staticmethod
+    def _packed(view: SweepView, width: int) -> list[Text]:
+        """Every grammar as a short item (name and runs done), as many to a line as fit."""
+        items = []
+        for ds in view.datasets:
+            grid = view.grid(ds.name)
+            done = sum(r.state == FINISHED for r in grid.values())
+            items.append(f"{ds.name} {done}/{len(grid)}")
+        out, line = [], ""
+        for item in items:
+            if line and cell_len(line) + 3 + cell_len(item) > width:
+                out.append(_one_line(line, width=width))
+                line = ""
+            line = f"{line} · {item}" if line else item
+        if line:
+            out.append(_one_line(line, width=width))
+        return out
+
+
+def render(view: SweepView, width: int, height: int | None = None):
+    """The display for a terminal ``width`` columns wide and ``height`` rows tall (None:
+    the terminal's when it renders on one, else as tall as it takes)."""
+    return Frame(view, width, height)
 
 
 class PlainReporter:

@@ -11,17 +11,47 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from gzipscale.helpers import atomic_write_bytes, bytes_sha256
+from gzipscale.helpers import UserError, atomic_write_bytes, bytes_sha256
 from gzipscale.vocabulary import MANIFEST_FILE
 
-CACHE_ROOT = Path(
-    os.environ.get("GZIPSCALE_CACHE", Path(tempfile.gettempdir()) / "gzipscale-cache")
-)
+
+def cache_root() -> Path:
+    """The node-local dataset cache, private to this user: ``GZIPSCALE_CACHE``, or
+    ``gzipscale-cache-<uid>`` in the temp directory, created with mode 0700.
+
+    The default sits at a predictable path in a world-writable directory, so the cache (either
+    one) is used only if it is a real directory (not a symlink) owned by this user with no
+    group or other permissions; anything else there could have been planted or opened up by
+    another user (to feed trials a dataset of their choosing), and is refused, not repaired.
+    """
+    root = Path(
+        os.environ.get("GZIPSCALE_CACHE")
+        or Path(tempfile.gettempdir()) / f"gzipscale-cache-{os.getuid()}"
+    )
+    try:
+        root.mkdir(mode=0o700, parents=True)
+        os.chmod(root, 0o700)  # whatever the umask
+    except FileExistsError:
+        pass
+    info = os.lstat(root)
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory" + (" (a symlink)" if stat.S_ISLNK(info.st_mode) else "")
+    elif info.st_uid != os.getuid():
+        problem = f"is owned by uid {info.st_uid}, not this user (uid {os.getuid()})"
+    elif info.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):04o}; it must be 0700"
+    else:
+        return root
+    raise UserError(
+        f"dataset cache {root} {problem}; remove it (or `chmod 700` your own) or set "
+        "GZIPSCALE_CACHE to a private directory"
+    )
 
 
 def is_uri(location: str) -> bool:
@@ -93,13 +123,13 @@ def local_dataset(location: str) -> Path:
     if isinstance(fs, pafs.LocalFileSystem):
         return Path(root)
     key = bytes_sha256(location.encode())[:16]
-    target = CACHE_ROOT / f"{Path(root).name}-{key}"
-    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_ROOT / f".{target.name}.lock", "w") as lock:
+    cache = cache_root()
+    target = cache / f"{Path(root).name}-{key}"
+    with open(cache / f".{target.name}.lock", "w") as lock:
         # Two trials on one node must not download the same dataset at once.
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / MANIFEST_FILE).exists():
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=CACHE_ROOT))
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
             pafs.copy_files(root, str(staging), source_filesystem=fs)
             os.replace(staging, target)
     return target

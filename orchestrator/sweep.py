@@ -9,10 +9,16 @@ The run directory ``STORAGE/NAME`` holds::
     events.log          one line per event (started, finished, retrying, failed)
     report/             fits, tables and figures, written when the sweep ends
     tuner.pkl, experiment_state-*.json, <trial dirs>/   Ray Tune's state (restore)
+    tune-state/         the last complete copy of Tune's snapshot (experiment and
+                        search state), put back if a full disk truncated Tune's own
 
 Running the same command again resumes: complete datasets are reused, ``Tuner.restore``
 re-runs only unfinished trials from their last checkpoints, and results.csv is keyed
-by run, so nothing is lost or duplicated.
+by run, so nothing is lost or duplicated. Tune rewrites its snapshot in place, so a disk
+that fills up mid-sweep can leave it truncated; Tune would then start every trial over
+from scratch, finished ones included. The sweep keeps a complete copy of each snapshot
+(:class:`KeepTuneState`) and puts it back before restoring (:func:`recover_tune_state`);
+without a copy, only the runs that have no row yet are started, afresh.
 
 With ``spec.nested`` a trial is a (grammar, shape) trained to the largest data size that
 reports every size's row on the way; otherwise a trial is one run. Either way a run is
@@ -24,13 +30,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gzipscale.helpers import UserError
+from ray import tune
+
+from gzipscale.helpers import UserError, atomic_directory
 from gzipscale.vocabulary import (
     ACTOR_NAMESPACE,
     FAILED,
@@ -96,6 +105,130 @@ def trial_name(trial) -> str:
 
 def trial_dirname(trial) -> str:
     return f"{trial_name(trial)}_{trial.trial_id}"
+
+
+# -- Tune's snapshot, kept whole -------------------------------------------------------------
+
+# What Tune.restore reads (the newest of each kind): trials and their checkpoints, the
+# search algorithm's state (which grid points were made), the callbacks' state. The run
+# directory is trusted as it is for Tune's restore, which unpickles these same files.
+TUNE_STATE_PATTERNS = (
+    "experiment_state-*.json",
+    "basic-variant-state-*.json",
+    "search_gen_state-*.json",
+    "callback-states-*.pkl",
+)
+TUNE_STATE_COPY = "tune-state"
+
+
+def tune_state_files(directory: Path) -> list[Path]:
+    return sorted(p for pattern in TUNE_STATE_PATTERNS for p in Path(directory).glob(pattern))
+
+
+def _readable(path: Path) -> bool:
+    """Whether a snapshot file reads back whole: Tune writes JSON (experiment state) or a
+    pickle under a .json name (search state); a truncated one of either fails to load."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if not data:
+        return False
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        pass
+    import ray.cloudpickle
+
+    try:
+        ray.cloudpickle.loads(data)  # Tune's own restore unpickles the same file
+        return True
+    except Exception:
+        return False
+
+
+class KeepTuneState(tune.Callback):
+    """Keep a complete copy of Tune's latest snapshot in ``RUN_DIR/tune-state``.
+
+    Tune writes each snapshot into the driver's staging directory (all of it before this
+    step's ``on_step_end``) and then copies it over the one in the run directory, in place.
+    Whenever the staging snapshot changed and every file of it reads back whole, it is
+    copied here as one directory that replaces the previous copy atomically. On a full disk
+    that copy fails and the previous one stays; the sweep goes on as Tune would.
+    """
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self._seen: tuple = ()
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if not trials:
+            return
+        try:
+            staging = Path(trials[0].storage.experiment_driver_staging_path)
+            files = tune_state_files(staging)
+            seen = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+            if not files or seen == self._seen or not all(_readable(p) for p in files):
+                return
+            with atomic_directory(Path(self.run_dir) / TUNE_STATE_COPY) as tmp:
+                for p in files:
+                    (tmp / p.name).write_bytes(p.read_bytes())
+            self._seen = seen
+        except OSError:
+            return  # e.g. no space left: keep the last complete copy
+
+
+def has_experiment_state(run_dir: Path) -> bool:
+    return any(p.name.startswith("experiment_state-") for p in tune_state_files(run_dir))
+
+
+def _kept_copy(run_dir: Path) -> list[Path]:
+    copy = run_dir / TUNE_STATE_COPY
+    if not copy.is_dir():  # atomic_directory was between its two renames
+        aside = sorted(run_dir.glob(f".{TUNE_STATE_COPY}.*.old/{TUNE_STATE_COPY}"))
+        copy = aside[-1] if aside else copy
+    files = tune_state_files(copy) if copy.is_dir() else []
+    ok = files and all(_readable(p) for p in files) and has_experiment_state(copy)
+    return files if ok else []
+
+
+def recover_tune_state(run_dir: Path) -> tuple[bool, str]:
+    """Before a restore: if any of Tune's snapshot files in ``run_dir`` cannot be read,
+    move them all aside (``*.unreadable``) and put the kept copy in their place.
+
+    Returns (restorable, note): restorable is False when the snapshot was unreadable and
+    no complete copy was kept (the caller then starts afresh the runs that have no row);
+    note says what was done, empty when nothing was wrong.
+    """
+    files = tune_state_files(run_dir)
+    broken = [p.name for p in files if not _readable(p)]
+    if not broken:
+        return True, ""
+    copy = _kept_copy(run_dir)
+    staged = []
+    try:  # the copy goes next to its place first: a failure here leaves everything as it was
+        for p in copy:
+            staged.append((run_dir / f".{p.name}.restoring", run_dir / p.name))
+            staged[-1][0].write_bytes(p.read_bytes())
+    except OSError:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for p in files:
+        os.replace(p, p.with_name(p.name + ".unreadable"))
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    if not copy:
+        return False, (
+            f"Tune's experiment state in {run_dir} cannot be read ({', '.join(broken)}: "
+            "truncated, e.g. by a full disk) and no complete copy was kept; the runs "
+            "without a row start afresh"
+        )
+    return True, (
+        f"Tune's experiment state in {run_dir} could not be read ({', '.join(broken)}: "
+        "truncated, e.g. by a full disk); resuming from its last complete copy"
+    )
 
 
 # -- stages -------------------------------------------------------------------------------
@@ -237,6 +370,7 @@ def _tuner(
                 AnalysisCallback(actor_name(spec.name), ACTOR_NAMESPACE, run_location),
                 ResultsTable(run_location),
                 EventLog(run_location),
+                *([KeepTuneState(run_location)] if RunStore(run_location).local else []),
                 *callbacks,
             ],
             verbose=0,
@@ -369,13 +503,34 @@ def _drive(
     options = {"resources": {"head": 0.001}} if "head" in ray.cluster_resources() else {}
     get_or_create_analysis_actor(actor_name(spec.name), ACTOR_NAMESPACE, **options)
     configs = trial_configs(trials, datasets)
-    tuner, restored = _tuner(
-        spec, configs, storage, run_location, use_gpu, callbacks or [], trainable
-    )
-    if restored:
-        say("resuming the Tune experiment: finished runs are kept, the rest continue")
-    grid = tuner.fit()
-    reconcile(store, grid)
+    restorable = True
+    if store.local:
+        restorable, note = recover_tune_state(store.local_path())
+        if note:
+            say(note)
+        restorable = restorable and has_experiment_state(store.local_path())
+        if not restorable:
+            # Nothing Tune could restore (a new sweep, or a snapshot lost without a copy):
+            # Tune would restart every trial, finished ones too, so only the runs without
+            # a row are run (any checkpoints belong to trials Tune no longer knows).
+            have = read_rows(store)
+            configs = [c for c in configs if not set(row_keys(c)) <= set(have)]
+    grid, restored = [], False
+    if configs:
+        tuner, restored = _tuner(
+            spec,
+            configs,
+            storage,
+            run_location,
+            use_gpu,
+            callbacks or [],
+            trainable,
+            restore=restorable,
+        )
+        if restored:
+            say("resuming the Tune experiment: finished runs are kept, the rest continue")
+        grid = tuner.fit()
+        reconcile(store, grid)
     if restored:
         unknown = runs_unknown_to_tune(configs, grid, read_rows(store))
         if unknown:

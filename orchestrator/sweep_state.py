@@ -65,6 +65,26 @@ class RunView:
 
 
 @dataclass
+class TrialView:
+    """One Tune trial (a nested-data trial makes several rows), for the ETA: when it
+    started and ended, how many tokens of its trunk it has trained, in how many seconds."""
+
+    dataset: str
+    shape: str
+    params: int
+    tokens: int  # the trunk's tokens: its largest row
+    flops: float
+    state: str = PENDING
+    started_at: float | None = None  # its last "started" (or "retrying") event
+    ended_at: float | None = None  # the event that ended its last row
+    tokens_seen: int = 0
+    done_flops: float = 0.0  # of ``flops``: its trunk so far and the rows it has ended
+    train_s: float | None = None  # seconds it has trained (its last result), or in all
+    tokens_per_s: float | None = None  # its throughput in its last result
+    reported_at: float | None = None  # epoch seconds of its last result
+
+
+@dataclass
 class DatasetView:
     name: str
     grammar: str
@@ -91,6 +111,7 @@ class SweepView:
     report: FitReport | None = None  # the fits, from the actor or from results.csv
     cluster: dict | None = None  # nodes, CPU/GPU total and in use
     now: float = field(default_factory=time.time)
+    trials: list[TrialView] = field(default_factory=list)
 
     def count(self, state: str) -> int:
         return sum(r.state == state for r in self.runs)
@@ -116,8 +137,19 @@ class SweepView:
         return max(0.0, end - self.first_started)
 
     def eta(self, session_done_flops: float | None = None) -> float | None:
-        """Seconds left at the FLOPs rate measured in this session (not by run counts:
-        the last runs are the most expensive)."""
+        """Seconds left: the makespan of the remaining trials on the sweep's slots, each
+        timed from the throughput measured for its shape (:func:`schedule_eta`); before
+        any throughput is measured, at the FLOPs rate of this session."""
+        if self.finished_all or self.started is None:
+            return None
+        estimate = schedule_eta(self.trials, self.now)
+        if estimate is not None:
+            return estimate
+        return self.flops_rate_eta(session_done_flops)
+
+    def flops_rate_eta(self, session_done_flops: float | None = None) -> float | None:
+        """Seconds left at the FLOPs rate measured in this session (small models run at
+        far fewer FLOPs/s than large ones, so this is off on a sweep of mixed shapes)."""
         if self.finished_all or self.started is None:
             return None
         spent = self.now - self.started
@@ -128,6 +160,126 @@ class SweepView:
 
     def grid(self, dataset: str) -> dict[tuple[str, int], RunView]:
         return {(r.shape, r.tokens): r for r in self.runs if r.dataset == dataset}
+
+
+DEFAULT_STARTUP_S = 3.0  # a trial's start-up before its first result, until measured
+
+
+def _concurrency(trials: list[TrialView], now: float) -> int:
+    """The most trials that have run at once (the sweep's slots), at least one."""
+    edges = []
+    for t in trials:
+        if t.started_at is None:
+            continue
+        end = t.ended_at if t.ended_at is not None else now
+        edges += [(t.started_at, 1), (max(end, t.started_at), -1)]
+    most = running = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        running += step
+        most = max(most, running)
+    return max(1, most, sum(t.state == RUNNING for t in trials))
+
+
+def _seconds_per_token(trials: list[TrialView]) -> dict[str, tuple[float, bool]]:
+    """Measured training seconds per trained token (FLOPs / 6N: trunk and cooldown
+    branches) of each shape, and whether that is from finished trials: a shape's
+    finished trials when it has some (their whole runs: evaluations, branches and the
+    throughput's drift over a run included), else its running ones, each at the
+    throughput of its last result (past its warm-up) or, without one, its seconds so far
+    over its FLOPs so far.  Failed trials are not measured."""
+    spent: dict[tuple[str, bool], list[float]] = {}
+    for t in trials:
+        if t.state == RUNNING and t.tokens_per_s:  # its throughput now, past its warm-up
+            acc = spent.setdefault((t.shape, False), [0.0, 0.0])
+            acc[0] += 1.0
+            acc[1] += t.tokens_per_s
+        elif t.train_s and t.done_flops > 0 and t.params > 0:
+            if t.state == FAILED:
+                continue
+            acc = spent.setdefault((t.shape, t.state == FINISHED), [0.0, 0.0])
+            acc[0] += t.train_s
+            acc[1] += t.done_flops / (6.0 * t.params)
+    out: dict[str, tuple[float, bool]] = {}
+    for (shape, done), (s, n) in sorted(spent.items(), key=lambda kv: kv[0][1]):
+        if n > 0:
+            out[shape] = (s / n, done)  # finished (True) sorts last and wins
+    return out
+
+
+def _startup_s(trials: list[TrialView]) -> float:
+    """A trial's start-up: from its "started" event to its training clock (median)."""
+    gaps = []
+    for t in trials:
+        if t.started_at is None or not t.train_s:
+            continue
+        end = t.ended_at if t.ended_at is not None else t.reported_at
+        if end is not None:
+            gaps.append(max(0.0, end - t.started_at - t.train_s))
+    if not gaps:
+        return DEFAULT_STARTUP_S
+    gaps.sort()
+    return gaps[len(gaps) // 2]
+
+
+# A shape not measured yet costs, per token, a measured shape's cost times the ratio of
+# their N to this power: below 1, as small models are overhead-dominated (on the recorded
+# CPU sweep of tiny-2..tiny-5 in tests/test_eta.py the exponent between shapes is 0.3-0.8).
+PER_TOKEN_EXPONENT = 0.5
+
+
+def _per_token_model(measured: dict[str, tuple[float, bool]], params: dict[str, int]):
+    """Seconds per token of a shape of N parameters not measured yet, scaled from the
+    measured shape nearest in N (one with a finished trial, where there is one)."""
+    points = [(params[s], v, done) for s, (v, done) in measured.items() if params.get(s)]
+    if not points:
+        return None
+    if any(done for *_, done in points):
+        points = [p for p in points if p[2]]
+
+    def per_token(n: int) -> float:
+        ref_n, ref_v, _ = min(points, key=lambda p: abs(math.log(p[0] / n)))
+        return ref_v * (n / ref_n) ** PER_TOKEN_EXPONENT
+
+    return per_token
+
+
+def schedule_eta(trials: list[TrialView], now: float) -> float | None:
+    """Seconds until the last trial ends: the remaining training of the running trials
+    and the pending ones (longest first, one start-up each) laid onto the slots (as many
+    as have run at once), each timed at its shape's measured seconds per token (shapes
+    not measured yet: :func:`_per_token_model`).  None before any throughput is known."""
+    measured = _seconds_per_token(trials)
+    params = {t.shape: t.params for t in trials}
+    model = _per_token_model(measured, params)
+    if model is None:
+        return None
+
+    def per_flop(shape: str) -> float:
+        per_token = measured[shape][0] if shape in measured else model(params[shape])
+        return per_token / (6.0 * params[shape])
+
+    startup = _startup_s(trials)
+    slots = _concurrency(trials, now)
+    free = []
+    for t in trials:
+        if t.state != RUNNING:
+            continue
+        left = per_flop(t.shape) * max(0.0, t.flops - t.done_flops)
+        if t.reported_at is not None:
+            left -= max(0.0, now - t.reported_at)  # trained since its last result
+        elif t.started_at is not None:
+            left += max(0.0, startup - (now - t.started_at))
+        else:
+            left += startup
+        free.append(max(0.0, left))
+    free += [0.0] * max(0, slots - len(free))
+    pending = sorted(
+        (per_flop(t.shape) * t.flops for t in trials if t.state == PENDING), reverse=True
+    )
+    for work in pending:
+        i = min(range(len(free)), key=free.__getitem__)
+        free[i] += startup + work
+    return max(free) if free else 0.0
 
 
 def _iso(text: str) -> float | None:
@@ -206,6 +358,10 @@ def collect(
         (t.dataset, t.shape, t.tokens): [runs[(t.dataset, t.shape, d)] for d in t.sizes]
         for t in trials
     }
+    trial_views = {
+        (t.dataset, t.shape, t.tokens): TrialView(t.dataset, t.shape, t.params, t.tokens, t.flops)
+        for t in trials
+    }
     h: dict[str, float] = {}
 
     # Events: started / retrying / finished / failed, and session starts.
@@ -224,6 +380,14 @@ def collect(
         last_event = _iso(m.group(1)) or last_event
         key = (m.group(3), m.group(4), int(m.group(5)))
         event = m.group(2)
+        trial = trial_views.get(key)
+        if trial is not None:
+            stamp = _iso(m.group(1))
+            if event in ("started", "retrying"):
+                trial.started_at, trial.ended_at = stamp, None
+                trial.state = RUNNING
+            elif event in ("finished", "failed"):
+                trial.ended_at = stamp
         for run in rows_of.get(key, [runs[key]] if key in runs else []):
             if event == "started" and run.state == PENDING:
                 run.state = RUNNING
@@ -252,6 +416,19 @@ def collect(
         last = _last_json_line(trial_dir / "result.json")
         if not last:
             continue
+        trial = trial_views.get(max(keys, key=lambda k: k[2] or 0))
+        if trial is not None:
+            seen = last.get("tokens_seen")
+            if seen is None and last.get("steps"):
+                seen = trial.tokens * int(last.get("step", 0) or 0) / int(last["steps"])
+            trial.tokens_seen = int(seen or 0)
+            trial.done_flops = 6.0 * trial.params * trial.tokens_seen + _branch_flops(
+                [run for _, run in mine], ended_keys
+            )
+            trial.train_s = float(last.get("time_total_s", 0) or 0) or None
+            trial.reported_at = last.get("timestamp")
+            trial.tokens_per_s = float(last.get("tokens_per_s") or 0) or None
+            trial.state = RUNNING
         for _, run in open_rows:
             if nested:  # the trunk's tokens against each row's size
                 seen = int(last.get("tokens_seen", 0) or 0)
@@ -270,6 +447,20 @@ def collect(
         run.state = FINISHED if r["status"] == "finished" else FAILED
         run.val_loss = None if math.isnan(r["val_loss"]) else r["val_loss"]
         run.reason = r["reason"]
+
+    # A trial has ended when every row it produces has; its last row's wall time is how
+    # long it trained.
+    ended_rows = {(r["dataset"], r["shape"], r["tokens"]): r for r in ended}
+    for key, trial in trial_views.items():
+        rows = [ended_rows.get((trial.dataset, trial.shape, d)) for d in _sizes(rows_of[key])]
+        if rows and all(rows):
+            failed = any(r["status"] != "finished" for r in rows)
+            trial.state = FAILED if failed else FINISHED
+            trial.tokens_seen, trial.done_flops = trial.tokens, trial.flops
+            walls = [float(r.get("wall_s") or 0) for r in rows]
+            trial.train_s = (max(walls) or None) if not any(map(math.isnan, walls)) else None
+            if trial.ended_at is None:
+                trial.ended_at = last_event
 
     datasets = []
     for entry in spec.grammars:
@@ -299,7 +490,25 @@ def collect(
         last_event=last_event,
         report=fits,
         cluster=cluster,
+        trials=list(trial_views.values()),
     )
+
+
+def _branch_flops(rows: list[RunView], ended_keys: set) -> float:
+    """The FLOPs of the cooldown branches of a nested trial's rows that have ended: a
+    row's share of the trial's FLOPs less its stretch of the trunk (the last row has no
+    branch: the trunk's own cooldown ends it)."""
+    rows = sorted(rows, key=lambda r: r.tokens)
+    total, previous = 0.0, 0
+    for run in rows[:-1]:
+        if (run.dataset, run.shape, run.tokens) in ended_keys:
+            total += max(0.0, run.flops - 6.0 * run.params * (run.tokens - previous))
+        previous = run.tokens
+    return total
+
+
+def _sizes(rows: list[RunView]) -> list[int]:
+    return [r.tokens for r in rows]
 
 
 class OfflineFits:

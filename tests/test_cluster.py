@@ -158,8 +158,10 @@ def test_token_auth_on_every_node(raw_config):
         assert start, key
         for cmd in start:
             assert cmd.index("RAY_AUTH_MODE=token") < cmd.index("ray start"), cmd
-    # The token reaches the nodes as ~/.ray/auth_token, the file `ray start` reads.
-    assert raw_config["file_mounts"].get("~/.ray") == "~/.ray"
+    # Only the token reaches the nodes (from a directory that holds nothing else), and is
+    # installed as ~/.ray/auth_token, the file `ray start` reads.
+    assert "~/.ray" not in raw_config["file_mounts"]
+    assert raw_config["file_mounts"]["~/.gzipscale-token"] == "~/.gzipscale-token"
     assert any("~/.ray/auth_token" in c for c in raw_config["setup_commands"])
 
 
@@ -179,7 +181,7 @@ def test_ray_and_torch_pinned(raw_config):
 def test_file_mounts_sync_the_checkout_without_local_state(raw_config):
     mounts = raw_config["file_mounts"]
     assert mounts["~/gzipscale"] == "."  # what `pip install -e ~/gzipscale` installs
-    assert mounts["~/.ray"] == "~/.ray"  # the auth token
+    assert mounts["~/.gzipscale-token"] == "~/.gzipscale-token"  # only the auth token
     # Docker bind-mounts file_mounts; a single-file mount goes stale when re-synced.
     for remote, local in mounts.items():
         assert not (REPO / Path(local).expanduser()).is_file(), f"{remote}: mount a directory"

@@ -11,6 +11,7 @@ import json
 import time
 
 import pytest
+from rich.cells import cell_len
 from rich.console import Console
 
 from gzipscale.analysis.bootstrap import DEFAULT_POLICY
@@ -430,3 +431,53 @@ def test_a_possible_regression_on_identified_fits_is_a_finding(recorded):
     assert "frontier exponent a = β/(α+β): 0.4" in text
     assert "(more data per parameter as H grows)" in text
     assert "not identified" not in text
+
+
+def draw_frame(view, width: int, height: int, terminal: bool = False) -> str:
+    console = Console(
+        width=width, height=height, record=True, force_terminal=terminal, color_system=None
+    )
+    # On a terminal the frame takes the console's height; else it is given.
+    console.print(render(view, width, None if terminal else height))
+    return console.export_text()
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+@pytest.mark.parametrize("width,height", [(80, 24), (110, 45), (200, 60)])
+def test_the_frame_fits_the_terminal(recorded, width, height, terminal):
+    # A realistic frame: three grammars (one running), fits and a regression, and more
+    # events than fit (the fixture's and forty more, the latest a retry).
+    events = (recorded / "events.log").read_text().splitlines()
+    extra = [f"{stamp(15)} started  pcfg-3-300-2-2-s0 tiny-1 D={1000 + i}" for i in range(40)]
+    last = f"{stamp(1)} retrying pcfg-20-300-5-10-s0 tiny-2 D=65536: the latest event"
+    (recorded / "events.log").write_text("\n".join([*events, *extra, last]) + "\n")
+    view = collect(
+        recorded,
+        fits=report(),
+        cluster={"nodes": 1, "cpu": 2, "cpu_used": 1, "gpu": 0, "gpu_used": 0},
+    )
+    text = draw_frame(view, width, height, terminal)
+    lines = text.rstrip("\n").split("\n")
+    assert max(cell_len(line) for line in lines) <= width
+    assert len(lines) <= height
+    for ds in view.datasets:
+        assert ds.name in text
+    assert "the latest event" in text
+    assert "sweep rec" in text and "ETA" in text
+    if height >= 45:  # room for every grammar's panel
+        assert text.count("╭─ pcfg-") == 3 and "regression on H (3 grammars)" in text
+    else:
+        assert "▸ pcfg-" in text  # grammars collapsed to one line
+
+
+def test_a_frame_collapses_finished_grammars_first(recorded):
+    view = collect(recorded, fits=report())
+    for run in view.runs:  # the first grammar has all its runs ended
+        if run.dataset == "pcfg-3-300-2-2-s0" and run.state != "failed":
+            run.state, run.val_loss = "finished", run.val_loss or 3.0
+    text = draw_frame(view, 80, 30)
+    lines = text.rstrip("\n").split("\n")
+    assert len(lines) <= 30 and max(cell_len(line) for line in lines) <= 80
+    assert any(line.startswith("▸ pcfg-3-300-2-2-s0 (3,300,2,2)") for line in lines)
+    assert "╭─ pcfg-10-300-3-5-s0" in text  # the grammar with a running run keeps its panel
+    assert "ActorDiedError" in text  # the latest event
