@@ -66,6 +66,7 @@ class Dataset:
     L: np.ndarray
     policy: BootstrapPolicy | None = None  # how the samples and intervals were made
     flags: tuple[str, ...] = ()  # the fit's identification flags (sentences); () = identified
+    floor: float | None = None  # the grammar's floor, where known
 
     @classmethod
     def of(cls, fit: DatasetFit, grammar: str) -> Dataset:
@@ -82,6 +83,7 @@ class Dataset:
             L=fit.L,
             policy=fit.bootstrap.policy if fit.bootstrap else None,
             flags=tuple(f.sentence for f in fit.flags),
+            floor=None if fit.floor is None else float(fit.floor.nats_per_token),
         )
 
     @property
@@ -489,26 +491,58 @@ def compute_to_reach(d: Dataset, level: float) -> float:
     return float(compute[reached].min()) if reached.any() else math.inf
 
 
-def check_claim_5(datasets: list[Dataset]) -> Verdict:
-    """Model-free: at every observed loss level, the compute needed must not fall as H rises."""
-    levels = np.unique(np.concatenate([d.L for d in datasets]))
+def _compute_share(datasets: list[Dataset], losses) -> tuple[int, int, tuple | None]:
+    """(consistent, inconsistent, first exception) over every observed level of
+    ``losses(d)``: at each, the least compute reaching it must rise with H."""
+    levels = np.unique(np.concatenate([losses(d) for d in datasets]))
     consistent = inconsistent = 0
     worst = None
     ordered = sorted(datasets, key=lambda d: d.H)
     for level in levels:
-        need = [compute_to_reach(d, level) for d in ordered]
+        need = []
+        for d in ordered:
+            reached = losses(d) <= level
+            compute = FLOPS_PER_PARAM_TOKEN * d.N * d.D
+            need.append(float(compute[reached].min()) if reached.any() else math.inf)
         for i, lo in enumerate(ordered):
             for j in range(i + 1, len(ordered)):
                 hi = ordered[j]
                 if hi.H - lo.H < MIN_H_GAP or (math.isinf(need[i]) and math.isinf(need[j])):
                     continue
                 if need[j] == need[i]:
-                    continue  # both reach it at the same run size: says nothing
+                    continue
                 if need[j] > need[i]:
                     consistent += 1
                 else:
                     inconsistent += 1
                     worst = worst or (lo, hi, level, need[i], need[j])
+    return consistent, inconsistent, worst
+
+
+def _claim_5_to_decide(datasets: list[Dataset], share: float) -> list[str]:
+    """What the undecided claim 5 would need: the same comparison on the excess loss over
+    each grammar's floor (raw losses below a grammar's floor are unreachable for it, so
+    grammars with different floors are compared at levels one of them can never reach)."""
+    lines = []
+    if all(d.floor is not None for d in datasets):
+        c, i, _ = _compute_share(datasets, lambda d: d.L - d.floor)
+        if c + i:
+            lines.append(
+                f"on the excess loss L − floor instead (each grammar's floor is known): "
+                f"{c} of {c + i} comparisons ({c / (c + i):.0%}) need more compute for the "
+                "less compressible grammar (not the rule's reading: the claim is about loss)"
+            )
+    lines.append(
+        f"to decide: the share ({share:.0%}) must reach 95% or fall below 50%; its exceptions "
+        "are levels near one grammar's floor, so more runs of this grid move it little — "
+        "grammars whose floors order as their H, or the rule read on the excess loss, would"
+    )
+    return lines
+
+
+def check_claim_5(datasets: list[Dataset]) -> Verdict:
+    """Model-free: at every observed loss level, the compute needed must not fall as H rises."""
+    consistent, inconsistent, worst = _compute_share(datasets, lambda d: d.L)
     total = consistent + inconsistent
     parts: dict[str, str] = {}
     if total == 0:
@@ -527,6 +561,8 @@ def check_claim_5(datasets: list[Dataset]) -> Verdict:
             f"(H {lo.H:.3f}) but {c_hi:.3g} on {hi.grammar} (H {hi.H:.3f})"
         )
     verdict = HOLDS if share >= 0.95 else FAILS if share < 0.5 else UNDECIDED
+    if verdict == UNDECIDED:
+        evidence += _claim_5_to_decide(datasets, share)
     parts["compute to reach a loss rises with H (≥ 95% of comparisons)"] = verdict
     summary = (
         f"in {consistent} of {total} comparisons ({share:.0%}) the less compressible grammar "
@@ -568,6 +604,89 @@ def check_claims(datasets: list[Dataset], same_h_grammars: set[str]) -> list[Ver
         check_claim_3(identified),
         check_claim_4(identified, same_h_grammars),
     ]
+    if len(identified) < 3:
+        # No trend in H from two laws: say what their difference shows and what would
+        # decide it.
+        pair = pair_estimate(identified, A, "a")
+        law_checks = [
+            replace(v, evidence=[*v.evidence, pair]) if v.claim in (1, 2) and pair else v
+            for v in law_checks
+        ]
+    if law_checks[2].verdict == UNDECIDED:
+        by_t: dict[int, list[Dataset]] = {}
+        for d in datasets:
+            by_t.setdefault(d.terminals, []).append(d)
+        terminals, group = max(by_t.items(), key=lambda kv: (len(kv[1]), kv[0]))
+        ok = [d for d in group if d.identified]
+        if len(ok) < 3:
+            law_checks[2] = replace(
+                law_checks[2],
+                evidence=[
+                    *law_checks[2].evidence,
+                    f"{len(group)} grammars with {terminals} terminals are in the sweep, "
+                    f"{len(ok)} identified; to decide: identified laws for at least 3 of them "
+                    "(a trend needs three), with the others' flags removed (section 2)",
+                ],
+            )
+    same_h = same_h_group(datasets, same_h_grammars)
+    unidentified_same_h = [d for d in same_h if not d.identified]
+    if len(same_h_group(identified, same_h_grammars)) < 2 and unidentified_same_h:
+        why = "; ".join(f"{d.grammar}: {d.flags[0]}" for d in unidentified_same_h)
+        misfit = any(
+            "do not follow one power law" in f for d in unidentified_same_h for f in d.flags
+        )
+        law_checks = [
+            replace(
+                v,
+                evidence=[
+                    *v.evidence,
+                    f"{len(same_h)} grammars of about the same H are in the sweep, "
+                    f"{len(same_h) - len(unidentified_same_h)} identified; the others: {why}"
+                    + (
+                        "; to decide: laws that fit those grammars (a misfit is not narrowed "
+                        "by more runs of this grid: see docs/design.md)"
+                        if misfit
+                        else "; to decide: more runs of those grammars, until identified"
+                    ),
+                ],
+            )
+            if v.claim == 4
+            else v
+            for v in law_checks
+        ]
     if left_out:
         law_checks = [replace(v, evidence=[note, *v.evidence]) for v in law_checks]
     return [*law_checks, check_claim_5(datasets)]
+
+
+def pair_estimate(datasets: list[Dataset], key: str, label: str) -> str | None:
+    """For exactly two identified laws: the difference of ``key`` between them (higher H
+    minus lower) with its bootstrap interval (resamples paired as in the trends), and how
+    many times the runs per grammar would make it significant were it to stay where it is:
+    ((1.96 SE) / |difference|)^2, SE = interval width / 3.92."""
+    if len(datasets) != 2:
+        return None
+    lo_h, hi_h = sorted(datasets, key=lambda d: d.H)
+    diff = hi_h.value(key) - lo_h.value(key)
+    a, b = lo_h.sample(key), hi_h.sample(key)
+    if a is None or b is None or len(a) != len(b) or len(a) < 10:
+        return None
+    perm = _pairing(2, len(a))
+    draws = b[perm[1]] - a[perm[0]]
+    interval = _interval(draws)
+    if interval is None:
+        return None
+    se = (interval[1] - interval[0]) / (2 * 1.959964)
+    text = (
+        f"two identified laws give no trend in H; {label} differs between them by "
+        f"{diff:+.3g} (H {lo_h.H:.3f} → {hi_h.H:.3f}), {_quote(_policy(datasets), interval)}"
+    )
+    if interval[0] > 0 or interval[1] < 0:
+        return text + "; to decide: a third identified grammar, for a trend"
+    factor = (1.959964 * se / abs(diff)) ** 2 if diff != 0 and se > 0 else math.inf
+    more = (
+        f"about {factor:.1f}x the runs per grammar to resolve the difference"
+        if factor <= MAX_RUNS_FACTOR
+        else f"more than {MAX_RUNS_FACTOR:g}x the runs per grammar to resolve it"
+    )
+    return text + f"; to decide: a third identified grammar, for a trend, and {more}"

@@ -333,7 +333,9 @@ def plot_frontiers(fitted: list[DatasetFit], path: Path, budget: float) -> None:
     ax.set_title("Compute-optimal frontiers (dots: where a frontier crosses Chinchilla's)")
     ax.grid(which="both", **GRID)
     title = (
-        f"not shown (law not identified or impossible): {', '.join(left_out)}" if left_out else None
+        "not shown (law not identified or impossible):\n" + "\n".join(left_out)
+        if left_out
+        else None
     )
     ax.legend(fontsize=LEGEND_SIZE, loc="best", title=title, title_fontsize=SMALL_SIZE)
     if norm is not None and norm.vmin < norm.vmax:
@@ -393,9 +395,6 @@ def plot_parameters_vs_gzip(fitted: list[DatasetFit], regression, path: Path) ->
                 ),
                 **style,
             )
-        if wide:
-            ax.text(0.02, 0.02, "log axis; intervals clipped at a decade", transform=ax.transAxes,
-                    fontsize=SMALL_SIZE)  # fmt: skip
         term = regression.terms[key]
         ax.plot(
             h_line,
@@ -405,7 +404,10 @@ def plot_parameters_vs_gzip(fitted: list[DatasetFit], regression, path: Path) ->
         )
         ax.set_xlabel("gzip compressibility H")
         ax.set_ylabel(PARAMETER_LABELS[key])
-        ax.set_title(PARAMETER_LABELS[key], fontsize=TITLE_SIZE)
+        ax.set_title(
+            PARAMETER_LABELS[key] + (" — log axis, intervals clipped at a decade" if wide else ""),
+            fontsize=TITLE_SIZE,
+        )
         ax.grid(**GRID)
         ax.legend(fontsize=SMALL_SIZE, loc="best")
     _dataset_key(axes[-1], fitted)
@@ -628,6 +630,10 @@ def plot_excess_loss(anchored: list[DatasetFit], path: Path) -> None:
             ax.axhline(AT_FLOOR_SHOWN * floor, color="grey", lw=0.8, ls=":")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            # A grid spanning under a decade gets labelled minor ticks that overlap.
+            from matplotlib.ticker import NullFormatter
+
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_ylim(
                 AT_FLOOR_SHOWN * floor / 2, max(shown.max(), 2 * AT_FLOOR_SHOWN * floor) * 2
             )

@@ -26,6 +26,7 @@ class LawTests:
     optimum: list[OptimumCheck] = field(default_factory=list)
     optimum_skipped: dict[str, str] = field(default_factory=dict)
     optimum_ran: bool = False
+    flagged: set[str] = field(default_factory=set)  # datasets whose driving law is not identified
 
     def to_dict(self) -> dict:
         return {
@@ -33,14 +34,17 @@ class LawTests:
             "decision": None if self.decision is None else self.decision.to_dict(),
             "optimum": [c.to_dict() for c in self.optimum],
             "optimum_skipped": dict(self.optimum_skipped),
+            "not_identified": sorted(self.flagged),
         }
 
 
-def law_tests(points: Points, policy: BootstrapPolicy, optimum=None) -> LawTests:
+def law_tests(
+    points: Points, policy: BootstrapPolicy, optimum=None, flagged: set[str] | None = None
+) -> LawTests:
     """Extrapolation per dataset (floor-anchored where a floor is known, else free),
     decision accuracy over the datasets' shared cells, and the optimum outcome if given
     (an ``OptimumOutcome``)."""
-    out = LawTests()
+    out = LawTests(flagged=set(flagged or ()))
     cells: dict[str, dict[tuple[float, float], float]] = {}
     floors: dict[str, float] = {}
     for name in points.names:
@@ -66,7 +70,7 @@ def _tokens(n: float) -> str:
     return f"{n:.0f}"
 
 
-def extrapolation_md(tests: list[ExtrapolationTest]) -> str:
+def extrapolation_md(tests: list[ExtrapolationTest], flagged: set[str] = frozenset()) -> str:
     import pandas as pd
 
     rows, notes = [], []
@@ -92,6 +96,12 @@ def extrapolation_md(tests: list[ExtrapolationTest]) -> str:
         f"(C ≥ {t.compute_threshold:.3g} FLOPs): mean |error| {t.mean_abs_error:.4f}, "
         f"max {t.max_abs_error:.4f} nats per token; {t.n_inside} of {len(t.predictions)} "
         f"inside their {t.level:.0%} prediction intervals"
+        + (
+            " (its law is not identified, section 2: small errors here are runs at the floor "
+            "or a flexible fit, not a law confirmed)"
+            if t.dataset in flagged
+            else ""
+        )
         for t in tests
         if t.made
     ]

@@ -215,7 +215,8 @@ def build_reproduction(
     same_h = {g.grammar for g in PAPER_SERIES[SAME_H_SERIES]}
     verdicts = check_claims(claim_data, same_h)
     timing = sweep_timing(run_dir, points)
-    tests = law_tests(points, BootstrapPolicy(bootstrap, seed), read_outcome(run_dir))
+    flagged = {name for name, fit in report.datasets.items() if fit.flags}
+    tests = law_tests(points, BootstrapPolicy(bootstrap, seed), read_outcome(run_dir), flagged)
 
     with atomic_directory(assets) as folder:
         inputs = {RESULTS_FILE: run_dir / RESULTS_FILE, SWEEP_SPEC_FILE: run_dir / SWEEP_SPEC_FILE}

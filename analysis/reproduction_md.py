@@ -187,7 +187,7 @@ def render(
         parts += [
             "## 5. Testing the laws on runs they were not fitted on",
             "### Held-out extrapolation",
-            extrapolation_md(law_tests.extrapolation),
+            extrapolation_md(law_tests.extrapolation, law_tests.flagged),
             "### Does the law's compute-optimal model win?",
             optimum_md(law_tests, "runs/reproduction"),
             "### Decision accuracy: do small runs rank the grammars as large ones do?",
