@@ -61,8 +61,12 @@ def test_series_gzip_scores_equal_the_recorded_v1_table(grammar, seed):
     assert recorded["format"] == "gzipscale-series/1"
     want = next(s for s in recorded["scores"] if s["grammar"] == grammar and s["seed"] == seed)
     got = score_grammar(grammar, seed, recorded["tokens"]).to_dict()
-    for key in ("documents", "median", "mean", "std", "productions", "growth_rate", "p_finite"):
+    for key in ("documents", "median", "mean", "std", "productions"):
         assert got[key] == want[key], key
+    # Spectral quantities come from an eigen-solve whose last bit depends on the BLAS build
+    # and its threads: equal to rounding, not bit for bit.
+    for key in ("growth_rate", "p_finite"):
+        assert got[key] == pytest.approx(want[key], rel=1e-12, abs=1e-15), key
     assert got["floor"] is None  # the task scores; floors are separate tasks
 
 
