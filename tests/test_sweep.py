@@ -124,7 +124,8 @@ def test_sweep_needs_exactly_one_source(capsys):
         main(["sweep"])
     assert main(["sweep", "--preset", "nope", "--dry-run"]) == 2
     assert (
-        "field 'preset' must be one of smoke, tiny, pilot, reproduction, paper" in capsys.readouterr().err
+        "field 'preset' must be one of smoke, tiny, pilot, reproduction, paper"
+        in capsys.readouterr().err
     )
 
 
