@@ -484,9 +484,10 @@ def check_claim_4(datasets: list[Dataset], same_h_grammars: set[str]) -> Verdict
     return Verdict(4, CLAIMS[4], verdict, evidence, parts, summary)
 
 
-def compute_to_reach(d: Dataset, level: float) -> float:
-    """Least training compute 6ND among the runs whose loss is ≤ level (inf if none)."""
-    reached = d.L <= level
+def compute_to_reach(d: Dataset, level: float, losses=None) -> float:
+    """Least training compute 6ND among the runs whose loss (``losses``, default d.L) is
+    ≤ level (inf if none)."""
+    reached = (d.L if losses is None else losses) <= level
     compute = FLOPS_PER_PARAM_TOKEN * d.N * d.D
     return float(compute[reached].min()) if reached.any() else math.inf
 
@@ -499,11 +500,7 @@ def _compute_share(datasets: list[Dataset], losses) -> tuple[int, int, tuple | N
     worst = None
     ordered = sorted(datasets, key=lambda d: d.H)
     for level in levels:
-        need = []
-        for d in ordered:
-            reached = losses(d) <= level
-            compute = FLOPS_PER_PARAM_TOKEN * d.N * d.D
-            need.append(float(compute[reached].min()) if reached.any() else math.inf)
+        need = [compute_to_reach(d, level, losses(d)) for d in ordered]
         for i, lo in enumerate(ordered):
             for j in range(i + 1, len(ordered)):
                 hi = ordered[j]

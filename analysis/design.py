@@ -45,9 +45,11 @@ from gzipscale.analysis.fitreport import DatasetFit, fit_dataset
 from gzipscale.analysis.identification import (
     MAX_RMS_LOG_RESIDUAL,
     at_floor_mask,
+    tokens_text,
 )
 from gzipscale.analysis.results import ResultRow
 from gzipscale.analysis.table import Points
+from gzipscale.trainers.config import nested_compute
 from gzipscale.vocabulary import FLOOR_FIT
 
 
@@ -177,14 +179,10 @@ class Window:
         return len(self.shapes) * len(self.sizes)
 
     def label(self) -> str:
-        return f"{self.shapes[0]}..{self.shapes[-1]} x {_tokens(self.sizes[0])}..{_tokens(self.sizes[-1])}"
-
-
-def _tokens(n: int) -> str:
-    for unit, size in (("M", 1 << 20), ("K", 1 << 10)):
-        if n >= size:
-            return f"{n / size:g}{unit}"
-    return str(n)
+        return (
+            f"{self.shapes[0]}..{self.shapes[-1]} x "
+            f"{tokens_text(self.sizes[0])}..{tokens_text(self.sizes[-1])}"
+        )
 
 
 @dataclass(frozen=True)
@@ -213,9 +211,9 @@ def _windows(values: Sequence, minimum: int) -> list[tuple]:
 
 
 def nested_tokens(sizes: Sequence[int], cooldown_fraction: float = 0.2) -> float:
-    """Tokens a nested trial trains: the trunk to the largest size plus each smaller
-    size's cooldown branch."""
-    return float(max(sizes)) + cooldown_fraction * float(sum(sorted(sizes)[:-1]))
+    """Tokens a nested WSD trial trains: the trunk to the largest size plus each smaller
+    size's cooldown branch (:func:`~gzipscale.trainers.config.nested_compute`)."""
+    return float(nested_compute(sizes, "wsd", cooldown_fraction).nested_tokens)
 
 
 def candidate_windows(

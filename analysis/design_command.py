@@ -101,10 +101,9 @@ def design_spec(design: Design, pilot: dict, name: str) -> dict:
 
 
 def _dataset_of(entry: dict) -> str:
-    from gzipscale.grammars.spec import GrammarSpec
+    from gzipscale.orchestrator.spec import GrammarEntry
 
-    spec = GrammarSpec.parse(entry["grammar"], seed=int(entry.get("seed", 0)))
-    return spec.name
+    return GrammarEntry(**entry).dataset
 
 
 def render_design(design: Design, out) -> None:

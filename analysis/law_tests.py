@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from gzipscale.analysis.bootstrap import BootstrapPolicy
 from gzipscale.analysis.decision import EXCESS, LOSS, DecisionAccuracy, decision_accuracy
 from gzipscale.analysis.holdout import HOLDOUT_FRACTION, ExtrapolationTest, extrapolation_test
+from gzipscale.analysis.identification import tokens_text
 from gzipscale.analysis.markdown import markdown_table
 from gzipscale.analysis.optimum import OptimumCheck
 from gzipscale.analysis.table import Points
@@ -63,13 +64,6 @@ def law_tests(
     return out
 
 
-def _tokens(n: float) -> str:
-    for unit, size in (("M", 1 << 20), ("K", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return f"{n:.0f}"
-
-
 def extrapolation_md(tests: list[ExtrapolationTest], flagged: set[str] = frozenset()) -> str:
     import pandas as pd
 
@@ -83,7 +77,7 @@ def extrapolation_md(tests: list[ExtrapolationTest], flagged: set[str] = frozens
                 {
                     "dataset": t.dataset,
                     "N": f"{p.params:,.0f}",
-                    "D": _tokens(p.tokens),
+                    "D": tokens_text(p.tokens),
                     "observed": f"{p.observed:.4f}",
                     "predicted": f"{p.predicted:.4f}",
                     "interval": f"[{p.low:.4f}, {p.high:.4f}]",
@@ -129,7 +123,7 @@ def decision_md(result: DecisionAccuracy | None) -> str:
         "Do small runs rank the grammars as the largest runs do (as DataDecide, Magnusson et "
         "al. 2025, asks of data choices)? Each (N, D) cell every grammar has a run at ranks "
         "them; the accuracy is the fraction of grammar pairs it orders as the target cell "
-        f"(N = {result.target_params:,.0f}, D = {_tokens(result.target_tokens)}, the largest "
+        f"(N = {result.target_params:,.0f}, D = {tokens_text(result.target_tokens)}, the largest "
         "compute they share) does.",
     ]
     for by, order in result.target_order.items():
@@ -139,7 +133,7 @@ def decision_md(result: DecisionAccuracy | None) -> str:
         key = (s.compute, s.params, s.tokens)
         rows.setdefault(key, {})[by_label(s.by)] = f"{s.accuracy:.2f}"
     table = [
-        {"C (FLOPs)": f"{c:.3g}", "N": f"{n:,.0f}", "D": _tokens(d), **v}
+        {"C (FLOPs)": f"{c:.3g}", "N": f"{n:,.0f}", "D": tokens_text(d), **v}
         for (c, n, d), v in sorted(rows.items())
     ]
     frame = pd.DataFrame(table)
@@ -198,7 +192,7 @@ def optimum_md(tests: LawTests, run_dir_name: str = "RUN_DIR") -> str:
                     "C (FLOPs)": f"{check.budget:.3g}",
                     "shape": c.shape + (" (law's optimum)" if c is check.predicted_best else ""),
                     "N": f"{c.params:,}",
-                    "D": _tokens(c.tokens),
+                    "D": tokens_text(c.tokens),
                     "predicted": f"{c.predicted:.4f}",
                     "observed": "failed" if math.isnan(c.observed) else f"{c.observed:.4f}",
                     "measured best": "yes" if best is not None and c.shape == best.shape else "",

@@ -142,7 +142,7 @@ def _write_contents(folder: Path, source: Path, points: Points, report: FitRepor
     for name, frame in tables.items():
         frame.to_csv(folder / name, index=False)
 
-    fitted = sorted(report.datasets.values(), key=_by_h_then_name)
+    fitted = sorted(report.datasets.values(), key=by_h_then_name)
     figures.plot_loss_vs_tokens(fitted, folder / FIG_LOSS)
     figures.plot_loss_surface(fitted, folder / FIG_SURFACE)
     figures.plot_frontiers(fitted, folder / FIG_FRONTIERS, report.budget)
@@ -298,6 +298,6 @@ def _skipped_section(skipped: dict) -> str:
     )
 
 
-def _by_h_then_name(fit) -> tuple:
+def by_h_then_name(fit) -> tuple:
     """Figures and tables list grammars by H (unknown H last), then by name."""
     return (fit.gzip is None, fit.gzip if fit.gzip is not None else 0.0, fit.name)

@@ -35,7 +35,7 @@ from gzipscale.analysis.compressor_floor import analyse_table
 from gzipscale.analysis.fitreport import fit_datasets
 from gzipscale.analysis.law_tests import law_tests
 from gzipscale.analysis.optimum import OPTIMUM_FILE, read_outcome
-from gzipscale.analysis.report import check_out
+from gzipscale.analysis.report import by_h_then_name, check_out
 from gzipscale.analysis.reproduction_md import (
     FIG_COMPRESSIBILITY,
     FIG_COMPUTE,
@@ -206,7 +206,7 @@ def build_reproduction(
     if not report.datasets:
         reasons = "; ".join(f"{n}: {r}" for n, r in report.skipped.items()) or "no rows"
         raise InputError(f"{run_dir}: no dataset could be fitted ({reasons})")
-    fitted = sorted(report.datasets.values(), key=_by_h_then_name)
+    fitted = sorted(report.datasets.values(), key=by_h_then_name)
     claim_data = [
         Dataset.of(f, points.grammars[f.name])
         for f in fitted
@@ -306,8 +306,3 @@ def build_reproduction(
         "files": files,
         "claims": [v.to_dict() for v in verdicts],
     }
-
-
-def _by_h_then_name(fit) -> tuple:
-    """Figures and tables list grammars by H (unknown H last), then by name."""
-    return (fit.gzip is None, fit.gzip if fit.gzip is not None else 0.0, fit.name)

@@ -32,7 +32,7 @@ from gzipscale.analysis.optimum import (
 )
 from gzipscale.analysis.table import load_points
 from gzipscale.helpers import InputError, PathNotFound, atomic_write_bytes
-from gzipscale.vocabulary import FLOOR_FIT, FLOPS_PER_PARAM_TOKEN, RESULTS_FILE, SWEEP_SPEC_FILE
+from gzipscale.vocabulary import FLOOR_FIT, RESULTS_FILE, SWEEP_SPEC_FILE
 
 OPTIMUM_DIR = "optimum"
 
@@ -179,10 +179,6 @@ def run_optimum_check(
     payload = json.dumps(outcome.to_dict(), indent=2) + "\n"
     atomic_write_bytes(run_dir / OPTIMUM_FILE, payload.encode("utf-8"))
     return outcome
-
-
-def flops_of(params: int, tokens: int) -> float:
-    return FLOPS_PER_PARAM_TOKEN * params * tokens
 
 
 def cmd_optimum(args) -> int:

@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from gzipscale.helpers import file_sha256
+
 
 def load_spec(args: argparse.Namespace):
     from gzipscale.helpers import SpecError
@@ -152,16 +154,6 @@ def _quiet_tune() -> None:
 REPORT_STAMP = ".inputs.json"  # in the report folder: what the report was built from
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _report_options() -> dict:
     """The options the sweep builds its report with (build_report's defaults)."""
     from gzipscale.vocabulary import (
@@ -192,7 +184,7 @@ def report_inputs(run_dir: Path) -> dict[str, str]:
     paths = [run_dir / RESULTS_FILE, run_dir / SWEEP_SPEC_FILE]
     paths += sorted((run_dir / POSITIONS_DIR).glob("*.json"))
     paths += sorted((run_dir / DATA_DIR).glob(f"*/{MANIFEST_FILE}"))
-    return {str(p.relative_to(run_dir)): _sha256(p) for p in paths if p.is_file()}
+    return {str(p.relative_to(run_dir)): file_sha256(p) for p in paths if p.is_file()}
 
 
 def report_stamp(run_dir: Path) -> dict:
@@ -204,7 +196,7 @@ def report_stamp(run_dir: Path) -> dict:
     outputs = {}
     if report.is_dir():
         outputs = {
-            str(p.relative_to(report)): _sha256(p)
+            str(p.relative_to(report)): file_sha256(p)
             for p in sorted(report.rglob("*"))
             if p.is_file() and p.name != REPORT_STAMP
         }
