@@ -49,7 +49,6 @@ from gzipscale.analysis.identification import (
 )
 from gzipscale.analysis.results import ResultRow
 from gzipscale.analysis.table import Points
-from gzipscale.trainers.config import nested_compute
 from gzipscale.vocabulary import FLOOR_FIT
 
 
@@ -212,8 +211,10 @@ def _windows(values: Sequence, minimum: int) -> list[tuple]:
 
 def nested_tokens(sizes: Sequence[int], cooldown_fraction: float = 0.2) -> float:
     """Tokens a nested WSD trial trains: the trunk to the largest size plus each smaller
-    size's cooldown branch (:func:`~gzipscale.trainers.config.nested_compute`)."""
-    return float(nested_compute(sizes, "wsd", cooldown_fraction).nested_tokens)
+    size's cooldown branch (what ``trainers.config.nested_compute`` plans; analysis may not
+    import the trainers, and the estimate needs no rounding to whole steps)."""
+    *smaller, largest = sorted(set(int(d) for d in sizes))
+    return float(largest) + cooldown_fraction * float(sum(smaller))
 
 
 def candidate_windows(

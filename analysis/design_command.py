@@ -101,9 +101,13 @@ def design_spec(design: Design, pilot: dict, name: str) -> dict:
 
 
 def _dataset_of(entry: dict) -> str:
-    from gzipscale.orchestrator.spec import GrammarEntry
+    """A spec's grammar entry's dataset name, as the sweep names it (the grammar's name,
+    plus the sampler unless it is the default)."""
+    from gzipscale.grammars.spec import GrammarSpec
 
-    return GrammarEntry(**entry).dataset
+    name = GrammarSpec.parse(entry["grammar"], seed=int(entry.get("seed", 0))).name
+    sampler = entry.get("sampler", "prefix")
+    return name if sampler == "prefix" else f"{name}-{sampler}"
 
 
 def render_design(design: Design, out) -> None:
