@@ -363,7 +363,11 @@ def _tuner(
             name=spec.name,
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # Tune can snapshot its experiment state a checkpoint or two behind a trial
+            # that checkpoints in a quick burst; with only 2 kept, a driver killed then
+            # resumed to a checkpoint already deleted and failed the trial. Keeping 4
+            # leaves the snapshot's checkpoint on disk.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=4),
             # In this order: the actor's feed reads results.csv to tell a row's first
             # report from a replayed one, before the table records it.
             callbacks=[
